@@ -1,5 +1,19 @@
 """beft-keras: bias-efficient fine-tuning (BEFT) of language models in Keras."""
 
+from beft_keras.data import DataError
+from beft_keras.data import TaskSpec
+from beft_keras.data import get_task
+from beft_keras.data import load_split
+from beft_keras.data import make_dataset
+from beft_keras.delta import DeltaError
+from beft_keras.delta import DeltaInfo
+from beft_keras.delta import DeltaSwitcher
+from beft_keras.delta import load_delta
+from beft_keras.delta import save_delta
+from beft_keras.metrics import compute_metrics
+from beft_keras.metrics import predictions_from_logits
+from beft_keras.probe import BeftProbe
+from beft_keras.report import BeftResults
 from beft_keras.terms import PAPER_SYMBOLS
 from beft_keras.terms import TERMS
 from beft_keras.terms import BiasTerm

@@ -2,12 +2,23 @@
 
 import dataclasses
 import math
+import warnings
+import weakref
 
 from keras.src.utils import io_utils
 
 from beft_keras import terms as terms_lib
 
 ALL = "all"
+
+# Terms a `BeftProbe` measured to have zero gradient, per model.
+_INERT_TERMS = weakref.WeakKeyDictionary()
+
+
+def record_inert_terms(model, terms):
+    """Remember which terms of `model` a probe found inert, so that
+    `BiasOnlyTrainable` can warn before training only those."""
+    _INERT_TERMS[model] = frozenset(terms)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -179,6 +190,16 @@ class BiasOnlyTrainable:
             self._model, self._saved_flags = model, saved_flags
         _recompile(model)
 
+        inert = _INERT_TERMS.get(model, frozenset())
+        if not self._every_term and set(self.terms) <= inert:
+            warnings.warn(
+                f"A BeftProbe measured zero gradient for {list(self.terms)} "
+                f"in model '{model.name}' (in softmax attention the key bias "
+                "shifts every logit of a query equally): training only "
+                "these biases leaves the model's outputs unchanged; only the "
+                "head will learn.",
+                stacklevel=2,
+            )
         summary = _summarize(model, self.terms, self.layers, chosen, head)
         if self.verbose:
             summary.print()

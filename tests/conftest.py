@@ -26,14 +26,21 @@ TINY_CONFIG = dict(
     hidden_dim=HIDDEN_DIM,
     intermediate_dim=INTERMEDIATE_DIM,
     max_sequence_length=SEQUENCE_LENGTH,
+    # Deterministic training, the same on every backend.
+    dropout=0.0,
 )
 
 
 def randomize_biases(model, seed=0, scale=0.5):
-    """Give every bias of `model` seeded non-zero values."""
+    """Give every bias of `model` seeded non-zero values, and its kernels a
+    scale at which attention is not uniform, as in a pretrained model."""
     rng = np.random.default_rng(seed)
     for bias in beft_keras.bias_terms(model):
         bias.variable.assign(rng.normal(0.0, scale, bias.shape))
+    for variable in model.weights:
+        if variable.path.endswith("kernel"):
+            fan_in = variable.shape[0]
+            variable.assign(rng.normal(0.0, fan_in**-0.5, variable.shape))
 
 
 def save_and_reload(backbone, directory):

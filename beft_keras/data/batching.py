@@ -1,0 +1,219 @@
+"""Tokenized batches padded to length buckets: each batch is as long as the
+smallest bucket that fits its longest example, not the model's maximum."""
+
+import itertools
+
+import numpy as np
+import tensorflow as tf
+
+from beft_keras.data.tasks import DataError
+
+DEFAULT_BUCKETS = (16, 32, 64, 128)
+PADDING_MASK = "padding_mask"
+# How many texts the preprocessor tokenizes at once.
+_TOKENIZE_BATCH_SIZE = 1024
+
+
+def bucket_lengths(sequence_length, buckets=DEFAULT_BUCKETS):
+    """The lengths batches are padded to.
+
+    Args:
+        sequence_length: int. The maximum length; longer examples are
+            truncated to it, and it is always a bucket.
+        buckets: tuple of int. Candidate lengths; those not below
+            `sequence_length` are dropped. Defaults to `(16, 32, 64, 128)`.
+
+    Returns:
+        A sorted tuple of int that ends with `sequence_length`.
+
+    Example:
+    ```python
+    beft_keras.data.bucket_lengths(48)  # (16, 32, 48)
+    ```
+    """
+    _check_positive_int("sequence_length", sequence_length)
+    if not all(_is_positive_int(bucket) for bucket in buckets):
+        raise DataError(
+            f"`buckets` must be positive ints. Received: buckets={buckets!r}"
+        )
+    kept = {int(bucket) for bucket in buckets if bucket < sequence_length}
+    return tuple(sorted(kept | {int(sequence_length)}))
+
+
+def make_dataset(
+    examples,
+    preprocessor,
+    batch_size,
+    sequence_length=128,
+    shuffle=False,
+    seed=0,
+    buckets=DEFAULT_BUCKETS,
+):
+    """A `tf.data.Dataset` of `(features, labels)` batches for `model.fit`.
+
+    Every example is tokenized once, truncated to `sequence_length`, and put
+    in the smallest bucket of `bucket_lengths(sequence_length, buckets)` that
+    fits it. Batches are drawn within a bucket, and every feature of a batch
+    is trimmed to its bucket's length. Each iteration over the dataset is one
+    epoch that yields every example exactly once. With `shuffle=True` each
+    epoch has its own random order of examples and of batches, drawn from
+    `seed` and the epoch's number, so that two datasets made with the same
+    seed yield the same epochs; without it the order is fixed: buckets from
+    short to long, examples in their order. Either way the batches do not
+    follow the order of `examples`: score `model.predict(dataset)` against
+    the dataset's own labels.
+
+    The dataset works with `model.fit`, `evaluate` and `predict` on every
+    Keras backend.
+
+    Args:
+        examples: `Examples`. The texts and labels.
+        preprocessor: a keras-hub text classifier preprocessor, such as
+            `keras_hub.models.BertTextClassifierPreprocessor`. It is run at
+            `sequence_length`; its own `sequence_length` is restored after.
+        batch_size: int. The largest batch; the last batch of each bucket
+            may be smaller.
+        sequence_length: int. The maximum length: longer examples are
+            truncated, and it is the last bucket. Defaults to `128`.
+        shuffle: bool. Whether to shuffle examples and batches every epoch.
+            Defaults to `False`.
+        seed: int. Seed of the shuffling. Defaults to `0`.
+        buckets: tuple of int. The candidate batch lengths. Defaults to
+            `(16, 32, 64, 128)`.
+
+    Returns:
+        A `tf.data.Dataset` of `(features, labels)`: `features` is the
+        preprocessor's dict (`token_ids`, `padding_mask`, ...), each of
+        shape `(batch, length)`, and `labels` has shape `(batch,)`.
+
+    Example:
+    ```python
+    preprocessor = keras_hub.models.BertTextClassifierPreprocessor.from_preset(
+        "bert_base_en_uncased"
+    )
+    train = beft_keras.data.load_split("rte", "train", data_dir="glue_data")
+    dataset = beft_keras.data.make_dataset(
+        train, preprocessor, batch_size=32, shuffle=True
+    )
+    model.fit(dataset, epochs=3)
+
+    dev = beft_keras.data.load_split("rte", "dev", data_dir="glue_data")
+    dev_dataset = beft_keras.data.make_dataset(dev, preprocessor, 32)
+    logits = model.predict(dev_dataset)
+    labels = np.concatenate([y for _, y in dev_dataset.as_numpy_iterator()])
+    ```
+    """
+    lengths = bucket_lengths(sequence_length, buckets)
+    _check_positive_int("batch_size", batch_size)
+    if len(examples) == 0:
+        raise DataError("`examples` is empty: there is nothing to batch.")
+    features = _tokenize(examples, preprocessor, sequence_length)
+    example_buckets = np.searchsorted(lengths, features[PADDING_MASK].sum(1))
+    labels = examples.labels
+    epochs = itertools.count()
+
+    def batches():
+        rng = np.random.default_rng([seed, next(epochs)]) if shuffle else None
+        for indices, length in _plan(example_buckets, lengths, batch_size, rng):
+            batch = {name: x[indices, :length] for name, x in features.items()}
+            yield batch, labels[indices]
+
+    signature = (
+        {
+            name: tf.TensorSpec((None, None), x.dtype)
+            for name, x in features.items()
+        },
+        tf.TensorSpec((None,), labels.dtype),
+    )
+    counts = np.bincount(example_buckets, minlength=len(lengths))
+    num_batches = int(np.sum(-(-counts // batch_size)))
+    dataset = tf.data.Dataset.from_generator(
+        batches, output_signature=signature
+    )
+    # Every epoch has the same number of batches; telling tf.data lets
+    # Keras show progress from the first epoch.
+    dataset = dataset.apply(
+        tf.data.experimental.assert_cardinality(num_batches)
+    )
+    return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def padding_efficiency(dataset):
+    """The share of a dataset's token positions that hold a real token.
+
+    Args:
+        dataset: a dataset of `(features, labels)` batches whose features
+            have a `padding_mask`, such as one from `make_dataset`.
+
+    Returns:
+        A float in `(0, 1]`; 1 means no padding at all.
+
+    Example:
+    ```python
+    dataset = beft_keras.data.make_dataset(dev, preprocessor, batch_size=32)
+    beft_keras.data.padding_efficiency(dataset)  # e.g. 0.83
+    ```
+    """
+    real = total = 0
+    for features, _ in dataset.as_numpy_iterator():
+        real += np.count_nonzero(features[PADDING_MASK])
+        total += features[PADDING_MASK].size
+    return real / total
+
+
+def _tokenize(examples, preprocessor, sequence_length):
+    """Every example's features, as numpy arrays padded to
+    `sequence_length`."""
+    texts = tf.data.Dataset.from_tensor_slices(
+        tuple(examples.features.values())
+    ).batch(_TOKENIZE_BATCH_SIZE)
+    original_length = preprocessor.sequence_length
+    # `x=` keeps a pair of segments from being read as `(x, y)`.
+    preprocessor.sequence_length = sequence_length
+    try:
+        packed = texts.map(
+            lambda *segments: preprocessor(
+                x=segments if len(segments) > 1 else segments[0]
+            )
+        )
+        chunks = list(packed.as_numpy_iterator())
+    finally:
+        preprocessor.sequence_length = original_length
+    if PADDING_MASK not in chunks[0]:
+        raise DataError(
+            f"The preprocessor's output has no '{PADDING_MASK}' to measure "
+            f"lengths by. Received features: {sorted(chunks[0])}."
+        )
+    return {
+        name: np.concatenate([chunk[name] for chunk in chunks])
+        for name in chunks[0]
+    }
+
+
+def _plan(example_buckets, lengths, batch_size, rng):
+    """One epoch's batches, as `(example indices, length)`; shuffled with
+    `rng` unless it is `None`."""
+    order = np.arange(len(example_buckets))
+    if rng is not None:
+        order = rng.permutation(order)
+    batches = []
+    for bucket, length in enumerate(lengths):
+        members = order[example_buckets[order] == bucket]
+        batches.extend(
+            (members[start : start + batch_size], length)
+            for start in range(0, len(members), batch_size)
+        )
+    if rng is not None:
+        batches = [batches[i] for i in rng.permutation(len(batches))]
+    return batches
+
+
+def _is_positive_int(value):
+    return isinstance(value, (int, np.integer)) and value >= 1
+
+
+def _check_positive_int(name, value):
+    if not _is_positive_int(value):
+        raise DataError(
+            f"`{name}` must be a positive int. Received: {name}={value!r}"
+        )

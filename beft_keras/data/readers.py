@@ -1,0 +1,263 @@
+"""Reading a task's train and dev examples, from GLUE-style TSV files or from
+TensorFlow Datasets, and taking the paper's training subsets."""
+
+import csv
+import dataclasses
+import math
+import os
+
+import numpy as np
+
+from beft_keras.data.tasks import DEV
+from beft_keras.data.tasks import SPLITS
+from beft_keras.data.tasks import TRAIN
+from beft_keras.data.tasks import DataError
+from beft_keras.data.tasks import get_task
+
+LABEL = "label"
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Examples:
+    """The examples of one split of a task.
+
+    Attributes:
+        features: dict. Maps each text feature of the task, in the task's
+            order, to a 1-D numpy array of `str`.
+        labels: numpy array. Class ids (`int32`) for a classification task,
+            scores (`float32`) for a regression task.
+
+    Example:
+    ```python
+    examples = beft_keras.data.Examples(
+        {"sentence": np.array(["a fine film", "dull"], dtype=object)},
+        np.array([1, 0], dtype="int32"),
+    )
+    len(examples)  # 2
+    ```
+    """
+
+    features: dict
+    labels: np.ndarray
+
+    def __post_init__(self):
+        sizes = {name: len(texts) for name, texts in self.features.items()}
+        if any(size != len(self.labels) for size in sizes.values()):
+            raise DataError(
+                f"Every feature must have one text per label. Received "
+                f"{len(self.labels)} labels and texts per feature: {sizes}."
+            )
+
+    def __len__(self):
+        return len(self.labels)
+
+    def take(self, indices):
+        """The examples at `indices`, in that order."""
+        return Examples(
+            {name: texts[indices] for name, texts in self.features.items()},
+            self.labels[indices],
+        )
+
+
+def load_split(task, split, data_dir=None):
+    """Read the train or dev examples of a task.
+
+    With `data_dir`, reads the GLUE-style TSV file
+    `<data_dir>/<task>/<split>.tsv`: tab-separated, no quoting, a header row
+    that names the task's text features (TFDS names such as `sentence1`) and
+    `label`; other columns are ignored. Without it, loads the task's TFDS
+    dataset (`split="dev"` is the TFDS validation split).
+
+    Args:
+        task: str or `TaskSpec`. The task, e.g. `"rte"`.
+        split: str. `"train"` or `"dev"`.
+        data_dir: str or None. A folder holding one sub-folder of TSV files
+            per task. Defaults to `None`, which loads from TFDS.
+
+    Returns:
+        An `Examples`.
+
+    Raises:
+        FileNotFoundError: if `data_dir` or the TSV file does not exist.
+        DataError: if the file is empty, lacks a column, has a line with the
+            wrong number of fields or a label that is not valid for the task,
+            or if TFDS cannot load the dataset.
+
+    Example:
+    ```python
+    dev = beft_keras.data.load_split("rte", "dev", data_dir="glue_data")
+    len(dev), dev.features["sentence1"][0], dev.labels[0]
+    ```
+    """
+    spec = get_task(task)
+    if split not in SPLITS:
+        raise DataError(
+            f"Unknown split: {split!r}. Valid splits are: {', '.join(SPLITS)}."
+        )
+    if data_dir is None:
+        return _load_tfds(spec, split)
+    return _read_tsv(spec, _tsv_path(spec, split, data_dir))
+
+
+def subsample(examples, size, seed):
+    """A seeded random subset of examples, drawn without replacement.
+
+    Args:
+        examples: `Examples`.
+        size: int or None. How many examples to keep. `None`, or a size at
+            least `len(examples)`, keeps them all.
+        seed: int. Seed of the numpy random generator that draws the subset.
+
+    Returns:
+        An `Examples`, in the order of `examples`.
+
+    Example:
+    ```python
+    subset = beft_keras.data.subsample(train, 300, seed=0)
+    ```
+    """
+    if size is None:
+        return examples
+    if not isinstance(size, (int, np.integer)) or size < 1:
+        raise DataError(
+            f"`size` must be a positive int or None. Received: size={size!r}"
+        )
+    if size >= len(examples):
+        return examples
+    rng = np.random.default_rng(seed)
+    indices = np.sort(rng.choice(len(examples), size, replace=False))
+    return examples.take(indices)
+
+
+def training_subset(task, examples, regime, seed):
+    """The training examples of one of the paper's data regimes.
+
+    Args:
+        task: str or `TaskSpec`. The task, e.g. `"rte"`.
+        examples: `Examples`. The task's whole training set.
+        regime: str. `"low"`, `"medium"`, `"high"` (a seeded random subset of
+            the task's size for that regime) or `"full"` (every example).
+        seed: int. Seed of the random subset.
+
+    Returns:
+        An `Examples`.
+
+    Raises:
+        DataError: if the regime is unknown.
+
+    Example:
+    ```python
+    train = beft_keras.data.load_split("rte", "train", data_dir="glue_data")
+    low = beft_keras.data.training_subset("rte", train, "low", seed=0)
+    len(low)  # 300
+    ```
+    """
+    spec = get_task(task)
+    if regime not in spec.regimes:
+        raise DataError(
+            f"Unknown regime: {regime!r}. Valid regimes are: "
+            f"{', '.join(spec.regimes)}."
+        )
+    return subsample(examples, spec.regimes[regime], seed)
+
+
+def _tsv_path(spec, split, data_dir):
+    if not os.path.isdir(data_dir):
+        raise FileNotFoundError(f"Data folder '{data_dir}' does not exist.")
+    task_dir = os.path.join(data_dir, spec.name)
+    if not os.path.isdir(task_dir):
+        raise FileNotFoundError(
+            f"Folder '{task_dir}' does not exist: `data_dir` must hold one "
+            f"folder per task, with {TRAIN}.tsv and {DEV}.tsv in it."
+        )
+    path = os.path.join(task_dir, f"{split}.tsv")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"File '{path}' does not exist.")
+    return path
+
+
+def _read_tsv(spec, path):
+    required = spec.features + (LABEL,)
+    # GLUE texts contain quotes, which are text, not CSV quoting.
+    with open(path, encoding="utf-8", newline="") as file:
+        rows = csv.reader(file, delimiter="\t", quoting=csv.QUOTE_NONE)
+        header = next(rows, None)
+        if header is None:
+            raise DataError(f"File '{path}' is empty.")
+        missing = [name for name in required if name not in header]
+        if missing:
+            raise DataError(
+                f"File '{path}' lacks the column(s) {missing} of task "
+                f"'{spec.name}'. Expected columns: {list(required)}; found: "
+                f"{header}."
+            )
+        feature_columns = [header.index(name) for name in spec.features]
+        label_column = header.index(LABEL)
+        texts, labels = [], []
+        for row in rows:
+            # A blank line, such as a trailing one, holds no example.
+            if not row:
+                continue
+            if len(row) != len(header):
+                raise DataError(
+                    f"Line {rows.line_num} of '{path}' has {len(row)} "
+                    f"tab-separated fields; the header has {len(header)}."
+                )
+            texts.append([row[column] for column in feature_columns])
+            labels.append(
+                _parse_label(spec, row[label_column], path, rows.line_num)
+            )
+    if not labels:
+        raise DataError(f"File '{path}' has a header but no examples.")
+    return _examples(spec, list(zip(*texts)), labels)
+
+
+def _parse_label(spec, text, path, line):
+    """The label `text` as a number valid for the task."""
+    try:
+        label = float(text) if spec.is_regression else int(text)
+    except ValueError:
+        label = None
+    if spec.is_regression:
+        if label is not None and math.isfinite(label):
+            return label
+        expected = "a finite number"
+    else:
+        if label is not None and 0 <= label < spec.num_classes:
+            return label
+        expected = f"an integer class id from 0 to {spec.num_classes - 1}"
+    raise DataError(
+        f"Invalid label {text!r} on line {line} of '{path}': task "
+        f"'{spec.name}' expects {expected}."
+    )
+
+
+def _load_tfds(spec, split):
+    tfds_split = spec.dev_split if split == DEV else TRAIN
+    try:
+        import tensorflow_datasets as tfds
+
+        data = tfds.as_numpy(
+            tfds.load(spec.tfds_name, split=tfds_split, batch_size=-1)
+        )
+    except Exception as error:
+        raise DataError(
+            f"TFDS could not load '{spec.tfds_name}' split '{tfds_split}' "
+            f"({type(error).__name__}: {error}). TFDS downloads the data on "
+            f"first use, which needs internet access. Alternatively pass "
+            f"`--data-dir` (`data_dir=`), a folder with GLUE-style TSV files "
+            f"'{spec.name}/{TRAIN}.tsv' and '{spec.name}/{DEV}.tsv'."
+        ) from error
+    texts = [
+        [text.decode("utf-8") for text in data[name]] for name in spec.features
+    ]
+    return _examples(spec, texts, data[LABEL])
+
+
+def _examples(spec, texts, labels):
+    features = {
+        name: np.array(column, dtype=object)
+        for name, column in zip(spec.features, texts)
+    }
+    dtype = "float32" if spec.is_regression else "int32"
+    return Examples(features, np.asarray(labels, dtype=dtype))

@@ -1,0 +1,402 @@
+"""Bias-delta checkpoints: a fine-tuned BEFT task saved as the few KB of
+values it trained, loaded or switched on top of a shared base model."""
+
+import dataclasses
+import hashlib
+import json
+import os
+
+import keras
+import numpy as np
+import safetensors
+import safetensors.numpy
+
+from beft_keras import terms as terms_lib
+from beft_keras.files import atomic_write
+
+FORMAT = "beft-keras-delta"
+FORMAT_VERSION = 1
+# The role recorded for task-head variables, beside the bias terms.
+HEAD = "head"
+# The safetensors metadata entry that holds the delta's JSON description.
+_METADATA_KEY = "beft_keras"
+_REQUIRED_KEYS = {
+    "format_version",
+    "base",
+    "base_fingerprint",
+    "terms",
+    "variables",
+}
+
+
+class DeltaError(ValueError):
+    """A file that is not a valid delta, or a delta that does not fit the
+    model it is loaded on."""
+
+
+@dataclasses.dataclass(frozen=True)
+class DeltaInfo:
+    """What a delta file holds, as returned by `save_delta` and `load_delta`.
+
+    Attributes:
+        path: str. The delta file.
+        num_bytes: int. The file's size.
+        num_params: int. Scalar parameters stored in it.
+        base: str or None. The base preset it was made for, as named to
+            `save_delta`.
+        base_fingerprint: str. SHA-256 (hex) of the frozen base weights.
+        terms: tuple of str. The bias terms it holds, e.g. `("value",)`.
+        paths: tuple of str. The paths of the variables it holds, biases
+            and task head.
+    """
+
+    path: str
+    num_bytes: int
+    num_params: int
+    base: str | None
+    base_fingerprint: str
+    terms: tuple
+    paths: tuple
+
+
+def save_delta(model, path, base=None):
+    """Save the trained biases and task head of a model as a delta file.
+
+    The delta holds every variable of `model.trainable_weights` that is a
+    bias (see `beft_keras.bias_terms`) or belongs to the task head (see
+    `beft_keras.head_variables`): after `BiasOnlyTrainable("value")`, the
+    value biases and the classifier. Every other weight is the frozen base;
+    the delta records a SHA-256 fingerprint of it, so that `load_delta`
+    refuses a model with a different base.
+
+    The file is a safetensors file (no pickle) whose metadata also records
+    the base name, the bias terms, and the Keras, beft-keras and backend
+    versions that wrote it. It is written to a temporary file beside `path`
+    and renamed, so that a failure leaves any previous file intact.
+
+    Args:
+        model: a built `keras.Model` whose biases were fine-tuned.
+        path: str or path-like. The file to write, e.g. `"sst2.safetensors"`.
+        base: str or None. The base preset the model was loaded from (a
+            name or a folder), recorded for error messages and readers.
+            Defaults to `None`.
+
+    Returns:
+        A `DeltaInfo`.
+
+    Raises:
+        ValueError: if no trainable bias or head variable is found.
+
+    Example:
+    ```python
+    classifier = keras_hub.models.BertTextClassifier.from_preset(
+        "bert_base_en_uncased", num_classes=2
+    )
+    beft_keras.BiasOnlyTrainable("value").apply(classifier)
+    classifier.compile(optimizer=keras.optimizers.AdamW(1e-3))
+    classifier.fit(x=features, y=labels, batch_size=16)
+    info = beft_keras.save_delta(
+        classifier, "sst2.safetensors", base="bert_base_en_uncased"
+    )
+    print(info.num_bytes)  # tens of KB, for a 110M-parameter model.
+    ```
+    """
+    # Imported here: the package imports this module.
+    from beft_keras import __version__
+
+    path = os.fspath(path)
+    roles = _delta_roles(model)
+    weights = _weights_by_path(model)
+    values = {p: keras.ops.convert_to_numpy(weights[p]) for p in roles}
+    description = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "base": base,
+        "base_fingerprint": _fingerprint(weights, exclude=roles),
+        "terms": [t for t in terms_lib.TERMS if t in roles.values()],
+        "variables": roles,
+        "keras_version": keras.__version__,
+        "beft_keras_version": __version__,
+        "backend": keras.backend.backend(),
+    }
+    metadata = {_METADATA_KEY: json.dumps(description)}
+    atomic_write(path, safetensors.numpy.save(values, metadata=metadata))
+    return _info(path, values, description)
+
+
+def load_delta(model, path, allow_base_mismatch=False):
+    """Load a delta file saved by `save_delta` into a model.
+
+    Everything is checked before any weight changes: the file, that the
+    model has every variable of the delta with the same shape and dtype,
+    and that the model's base weights (every weight outside the delta)
+    have the fingerprint recorded in the delta. Only then are the values
+    assigned, so a failed load leaves the model as it was.
+
+    A model that carries another task's delta passes the base check when
+    that delta's variables are all covered by this one (the same terms and
+    head); to switch between deltas that cover different variables, use
+    `beft_keras.DeltaSwitcher`.
+
+    Args:
+        model: a built `keras.Model` of the same architecture, loaded from
+            the base the delta was made for.
+        path: str or path-like. The delta file.
+        allow_base_mismatch: bool. Whether to load onto a model whose base
+            weights differ from the delta's base, e.g. an updated preset.
+            Shapes and dtypes are still checked. Defaults to `False`.
+
+    Returns:
+        A `DeltaInfo`.
+
+    Raises:
+        FileNotFoundError: if there is no file at `path`.
+        DeltaError: if the file is not a valid delta, was made for another
+            base, or does not fit the model's variables.
+
+    Example:
+    ```python
+    classifier = keras_hub.models.BertTextClassifier.from_preset(
+        "bert_base_en_uncased", num_classes=2
+    )
+    beft_keras.load_delta(classifier, "sst2.safetensors")
+    classifier.predict(["a gripping, beautiful film"])
+    ```
+    """
+    path = os.fspath(path)
+    description, values = _read(path)
+    variables = _check(model, path, description, values, allow_base_mismatch)
+    for variable_path, variable in variables.items():
+        variable.assign(values[variable_path])
+    return _info(path, values, description)
+
+
+class DeltaSwitcher:
+    """Switch one model between task deltas without reloading its base.
+
+    `apply(path)` loads a delta like `load_delta`, after recording the base
+    values of the variables it touches; applying another delta first puts
+    back the base values of the variables the new one does not cover, so
+    that exactly one task is active. `restore()` puts the base back.
+
+    Args:
+        model: a built `keras.Model` carrying its base weights (no delta
+            loaded outside this switcher).
+
+    Example:
+    ```python
+    classifier = keras_hub.models.BertTextClassifier.from_preset(
+        "bert_base_en_uncased", num_classes=2
+    )
+    switcher = beft_keras.DeltaSwitcher(classifier)
+    switcher.apply("sst2.safetensors")
+    sentiment = classifier.predict(sentences)
+    switcher.apply("cola.safetensors")
+    acceptability = classifier.predict(sentences)
+    switcher.restore()  # the base model again
+    ```
+    """
+
+    def __init__(self, model):
+        self.model = model
+        # The delta file applied last, `None` when the base is active.
+        self.active = None
+        # path -> (variable, base value), for every variable ever touched.
+        self._base = {}
+
+    def apply(self, path, allow_base_mismatch=False):
+        """Make a delta the active task, checked as `load_delta` checks it:
+        its base is the switcher's recorded base, whatever delta is active.
+
+        Args:
+            path: str or path-like. The delta file.
+            allow_base_mismatch: bool. As for `load_delta`. Defaults to
+                `False`.
+
+        Returns:
+            A `DeltaInfo`.
+        """
+        path = os.fspath(path)
+        description, values = _read(path)
+        base_values = {p: value for p, (_, value) in self._base.items()}
+        variables = _check(
+            self.model,
+            path,
+            description,
+            values,
+            allow_base_mismatch,
+            base_values=base_values,
+        )
+        for variable_path, (variable, value) in self._base.items():
+            if variable_path not in values:
+                variable.assign(value)
+        for variable_path, variable in variables.items():
+            if variable_path not in self._base:
+                # A copy: on torch the numpy array shares the variable's
+                # memory, which `assign` overwrites in place.
+                base = np.array(keras.ops.convert_to_numpy(variable))
+                self._base[variable_path] = (variable, base)
+            variable.assign(values[variable_path])
+        self.active = path
+        return _info(path, values, description)
+
+    def restore(self):
+        """Put back the base value of every variable a delta changed."""
+        for variable, value in self._base.values():
+            variable.assign(value)
+        self.active = None
+
+
+def _delta_roles(model):
+    """Maps the path of each variable a delta saves to its bias term, or to
+    `HEAD` for task-head variables (the head's bias included)."""
+    head = {id(v) for v in terms_lib.head_variables(model)}
+    biases = {id(b.variable): b.term for b in terms_lib.bias_terms(model)}
+    roles = {}
+    for variable in model.trainable_weights:
+        if id(variable) in head:
+            roles[variable.path] = HEAD
+        elif id(variable) in biases:
+            roles[variable.path] = biases[id(variable)]
+    if not roles:
+        raise ValueError(
+            f"Model '{model.name}' has no trainable bias or head variable, so "
+            "a delta would be empty. Make the fine-tuned biases trainable, "
+            "e.g. with `beft_keras.BiasOnlyTrainable('value').apply(model)`."
+        )
+    return roles
+
+
+def _weights_by_path(model):
+    weights = {}
+    for variable in model.weights:
+        if variable.path in weights:
+            raise ValueError(
+                f"Model '{model.name}' has two variables at path "
+                f"'{variable.path}'. Deltas address variables by path: give "
+                "their layers distinct names."
+            )
+        weights[variable.path] = variable
+    return weights
+
+
+def _fingerprint(weights, exclude, base_values=None):
+    """SHA-256 over the path, shape, dtype and little-endian bytes of every
+    weight not in `exclude`, in path order; `base_values` (path -> array)
+    stand in for the current values of the variables they name."""
+    base_values = base_values or {}
+    digest = hashlib.sha256()
+    for path in sorted(weights):
+        if path in exclude:
+            continue
+        variable = weights[path]
+        if path in base_values:
+            value = base_values[path]
+        else:
+            value = keras.ops.convert_to_numpy(variable)
+        value = np.ascontiguousarray(value, value.dtype.newbyteorder("<"))
+        header = json.dumps([path, list(value.shape), variable.dtype])
+        # Length-prefixed, so that no two weight lists hash the same bytes.
+        digest.update(len(header).to_bytes(8, "little"))
+        digest.update(header.encode())
+        digest.update(value.tobytes())
+    return digest.hexdigest()
+
+
+def _read(path):
+    """The description and values of a delta file, validated."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"No delta file at '{path}'.")
+    try:
+        with safetensors.safe_open(path, framework="numpy") as file:
+            metadata = file.metadata() or {}
+            values = {key: file.get_tensor(key) for key in file.keys()}
+    except safetensors.SafetensorError as error:
+        raise DeltaError(_not_a_delta(path, error)) from error
+    try:
+        description = json.loads(metadata[_METADATA_KEY])
+    except (KeyError, ValueError):
+        raise DeltaError(
+            _not_a_delta(path, "it has no beft-keras metadata")
+        ) from None
+    if not (
+        isinstance(description, dict)
+        and description.get("format") == FORMAT
+        and _REQUIRED_KEYS <= description.keys()
+    ):
+        raise DeltaError(_not_a_delta(path, "its metadata is incomplete"))
+    if description["format_version"] != FORMAT_VERSION:
+        raise DeltaError(
+            _not_a_delta(
+                path,
+                f"format version {description['format_version']!r} is not "
+                f"version {FORMAT_VERSION}, the one this beft-keras reads",
+            )
+        )
+    if set(description["variables"]) != set(values):
+        raise DeltaError(
+            _not_a_delta(
+                path, "its metadata lists other variables than it holds"
+            )
+        )
+    return description, values
+
+
+def _not_a_delta(path, reason):
+    return f"'{path}' is not a valid beft-keras delta file: {reason}."
+
+
+def _check(
+    model, path, description, values, allow_base_mismatch, base_values=None
+):
+    """The model's variables for a delta, once the delta fits the model."""
+    weights = _weights_by_path(model)
+    # In the model's order, as saved; safetensors sorts its tensors.
+    paths = list(description["variables"])
+    missing = [p for p in paths if p not in weights]
+    if missing:
+        raise DeltaError(
+            f"Delta '{path}' does not fit model '{model.name}': the model has "
+            f"no variable {missing}."
+        )
+    for variable_path in paths:
+        variable, value = weights[variable_path], values[variable_path]
+        if tuple(variable.shape) != value.shape:
+            raise DeltaError(
+                f"Delta '{path}' does not fit model '{model.name}': variable "
+                f"'{variable_path}' has shape {value.shape} in the delta and "
+                f"{tuple(variable.shape)} in the model."
+            )
+        dtype = keras.backend.standardize_dtype(value.dtype)
+        if variable.dtype != dtype:
+            raise DeltaError(
+                f"Delta '{path}' does not fit model '{model.name}': variable "
+                f"'{variable_path}' has dtype {dtype} in the delta and "
+                f"{variable.dtype} in the model."
+            )
+    if not allow_base_mismatch:
+        expected = description["base_fingerprint"]
+        found = _fingerprint(weights, exclude=values, base_values=base_values)
+        if found != expected:
+            base = description["base"]
+            base = "an unnamed base" if base is None else f"base '{base}'"
+            raise DeltaError(
+                f"Delta '{path}' was made for another base: {base} with "
+                f"weights fingerprint {expected[:12]}, but model "
+                f"'{model.name}' has fingerprint {found[:12]}. Load it onto "
+                "the base it was made for, or pass "
+                "`allow_base_mismatch=True`."
+            )
+    return {p: weights[p] for p in paths}
+
+
+def _info(path, values, description):
+    return DeltaInfo(
+        path=path,
+        num_bytes=os.path.getsize(path),
+        num_params=sum(value.size for value in values.values()),
+        base=description["base"],
+        base_fingerprint=description["base_fingerprint"],
+        terms=tuple(description["terms"]),
+        paths=tuple(description["variables"]),
+    )

@@ -1,0 +1,243 @@
+"""The `BeftProbe` callback: scores every bias term during a probe fit."""
+
+import keras
+import numpy as np
+from keras.src.utils import io_utils
+
+from beft_keras import gradients
+from beft_keras import scores as scores_lib
+from beft_keras import terms as terms_lib
+from beft_keras import trainable as trainable_lib
+from beft_keras.report import BeftResults
+
+DEFAULT_CANDIDATES = (terms_lib.QUERY, terms_lib.KEY, terms_lib.VALUE)
+
+
+class BeftProbe(keras.callbacks.Callback):
+    """Score the bias terms of a model while it fits all of its biases.
+
+    The probe records every transformer bias when training begins and ends
+    and scores each term three ways: BEFT's
+    `1 - <b_pre, b_post> / max(|b_pre|^2, |b_post|^2)`, the magnitude of the
+    change `mean(|b_post - b_pre|)`, and, when `data` is given, the
+    empirical Fisher `mean(grad^2)` measured on `data` at the starting
+    weights. Scores are averaged over layers, and `selected` is the
+    candidate term with the highest BEFT score.
+
+    Fit the probe with every bias trainable (`BiasOnlyTrainable("all")`)
+    and the model compiled. Terms whose measured gradient is zero up to
+    rounding (the key bias in softmax attention) are reported as inert:
+    training them alone cannot change the model.
+
+    Args:
+        data: `tf.data.Dataset`, an iterable of `(x, y)` or
+            `(x, y, sample_weight)` batches, or a tuple of arrays `(x, y)`.
+            Batches on which the Fisher baseline and the gradient check are
+            measured, e.g. the training data. If `None`, the Fisher score and
+            the inert-term check are skipped. Defaults to `None`.
+        candidates: list of str. The terms to select among. Defaults to
+            `("query", "key", "value")`, as in the paper; any terms of
+            `beft_keras.TERMS` but `"other"` may be given.
+        max_batches: int or None. At most this many batches of `data` are
+            measured. Defaults to `None`, all.
+        batch_size: int. Batch size when `data` is a tuple of arrays.
+            Defaults to `16`.
+        verbose: int. 0 is silent; 1 shows a progress bar while measuring
+            gradients and prints the scores when training ends. Defaults
+            to `1`.
+
+    Example:
+    ```python
+    classifier = keras_hub.models.BertTextClassifier.from_preset(
+        "bert_base_en_uncased", num_classes=2
+    )
+    beft_keras.BiasOnlyTrainable("all").apply(classifier)
+    classifier.compile(optimizer=keras.optimizers.AdamW(1e-3))
+    probe = beft_keras.BeftProbe(data=train_ds)
+    classifier.fit(train_ds, epochs=1, callbacks=[probe])
+    probe.selected  # "value"
+    probe.results.plot_heatmap("scores.png")
+    probe.apply_selection()  # back to the start, train only b_v and head
+    classifier.fit(train_ds, epochs=5)
+    ```
+    """
+
+    def __init__(
+        self,
+        data=None,
+        candidates=DEFAULT_CANDIDATES,
+        max_batches=None,
+        batch_size=16,
+        verbose=1,
+    ):
+        super().__init__()
+        candidates = tuple(candidates)
+        valid = terms_lib.TERMS[:-1]
+        invalid = [term for term in candidates if term not in valid]
+        if invalid or len(set(candidates)) < 2:
+            raise ValueError(
+                "`candidates` must name at least two different terms among "
+                f"{list(valid)}. Received: candidates={list(candidates)}"
+            )
+        if max_batches is not None and max_batches < 1:
+            raise ValueError(
+                f"`max_batches` must be None or >= 1. Received: {max_batches}"
+            )
+        self.data = data
+        self.candidates = candidates
+        self.max_batches = max_batches
+        self.batch_size = batch_size
+        self.verbose = verbose
+        self.results = None
+        self._biases = None
+        self._pre = None
+        self._squared_gradients = None
+        self._initial_weights = None
+
+    @property
+    def selected(self):
+        """The selected term, e.g. `"value"`; `None` before training ends."""
+        return None if self.results is None else self.results.selected
+
+    def on_train_begin(self, logs=None):
+        biases = [
+            b
+            for b in terms_lib.bias_terms(self.model)
+            if b.term != terms_lib.OTHER
+        ]
+        present = {b.term for b in biases}
+        if len([t for t in self.candidates if t in present]) < 2:
+            raise ValueError(
+                f"Model '{self.model.name}' has fewer than two of the "
+                f"candidate terms {list(self.candidates)}: its transformer "
+                f"bias terms are {sorted(present)}. Pass `candidates` the "
+                "model has."
+            )
+        trainable_ids = {id(v) for v in self.model.trainable_variables}
+        frozen = [b.path for b in biases if id(b.variable) not in trainable_ids]
+        if frozen:
+            raise ValueError(
+                f"BeftProbe scores biases that change during the probe fit, "
+                f"but {len(frozen)} are not trainable, e.g. '{frozen[0]}'. "
+                "Make every bias trainable first: "
+                "`beft_keras.BiasOnlyTrainable('all').apply(model)`."
+            )
+        self._biases = biases
+        self._pre = _values(biases)
+        self._initial_weights = [
+            (v, keras.ops.convert_to_numpy(v).copy())
+            for v in self.model.trainable_variables
+        ]
+        self._squared_gradients = None
+        if self.data is not None:
+            self._squared_gradients = self._measure_squared_gradients()
+
+    def on_train_end(self, logs=None):
+        post = _values(self._biases)
+        layer_scores = {
+            scores_lib.BEFT: [
+                scores_lib.beft_score(a, b) for a, b in zip(self._pre, post)
+            ],
+            scores_lib.MAGNITUDE: [
+                scores_lib.magnitude_score(a, b)
+                for a, b in zip(self._pre, post)
+            ],
+        }
+        if self._squared_gradients is not None:
+            layer_scores[scores_lib.FISHER] = [
+                scores_lib.fisher_score(g) for g in self._squared_gradients
+            ]
+        self.results = BeftResults.from_biases(
+            self._biases, layer_scores, self.candidates
+        )
+        trainable_lib.record_inert_terms(self.model, self.results.inert)
+        if self.verbose:
+            io_utils.print_msg(self.results.summary())
+
+    def apply_selection(self, head=True):
+        """Reset the weights the probe trained and train only the selection.
+
+        Puts every variable that was trainable during the probe back to its
+        value when the probe began (the pretrained biases, the initial
+        head), then applies `BiasOnlyTrainable(self.selected, head=head)`,
+        recompiling the model if it is compiled.
+
+        Args:
+            head: bool. Whether the task head trains too. Defaults to `True`.
+
+        Returns:
+            The `TrainableSummary` of the new trainable set.
+        """
+        if self.results is None:
+            raise ValueError(
+                "`apply_selection()` needs a finished probe: call "
+                "`model.fit(..., callbacks=[probe])` first."
+            )
+        for variable, value in self._initial_weights:
+            variable.assign(value)
+        summary = trainable_lib.BiasOnlyTrainable(
+            self.selected, head=head
+        ).apply(self.model)
+        if self.verbose:
+            summary.print()
+        return summary
+
+    def _measure_squared_gradients(self):
+        positions = {
+            id(v): i for i, v in enumerate(self.model.trainable_variables)
+        }
+        indices = [positions[id(b.variable)] for b in self._biases]
+        squared = [[] for _ in self._biases]
+        batches, num_batches = _batches(self.model, self.data, self.batch_size)
+        if self.max_batches is not None:
+            num_batches = min(num_batches or self.max_batches, self.max_batches)
+        progbar = keras.utils.Progbar(
+            num_batches, verbose=int(self.verbose > 0), unit_name="batch"
+        )
+        if self.verbose:
+            io_utils.print_msg("BEFT probe: measuring gradients for Fisher")
+        for step, batch in enumerate(batches):
+            if self.max_batches is not None and step >= self.max_batches:
+                break
+            x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(batch)
+            grads = gradients.loss_gradients(self.model, x, y, sample_weight)
+            for i, index in enumerate(indices):
+                scores_lib.check_finite(grads[index], self._biases[i].path)
+                squared[i].append(np.square(grads[index]))
+            progbar.update(step + 1, finalize=step + 1 == num_batches)
+        if not squared[0]:
+            raise ValueError("`data` yielded no batch to measure gradients on.")
+        return [np.stack(s) for s in squared]
+
+
+def _values(biases):
+    values = [
+        keras.ops.convert_to_numpy(b.variable).astype("float64")
+        for b in biases
+    ]
+    for bias, value in zip(biases, values):
+        scores_lib.check_finite(value, bias.path)
+    return values
+
+
+def _batches(model, data, batch_size):
+    """Numpy batches of `data`, through the model's keras-hub preprocessor
+    when it has one, as `model.fit` would see them, and their number (None
+    when unknown)."""
+    import tensorflow as tf
+
+    if isinstance(data, tuple):
+        data = tf.data.Dataset.from_tensor_slices(data).batch(batch_size)
+    if isinstance(data, tf.data.Dataset):
+        # keras-hub tasks run their preprocessor here, as their `fit` does.
+        preprocess = getattr(model, "preprocess_samples", None)
+        if preprocess is not None:
+            data = data.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE)
+        num_batches = int(data.cardinality())
+        return data.as_numpy_iterator(), num_batches if num_batches > 0 else None
+    if getattr(model, "preprocessor", None) is not None:
+        raise ValueError(
+            f"Model '{model.name}' has a preprocessor: give `data` as a "
+            "`tf.data.Dataset` or a tuple of arrays of raw inputs."
+        )
+    return iter(data), len(data) if hasattr(data, "__len__") else None

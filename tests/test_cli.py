@@ -1,0 +1,124 @@
+"""End to end: `beft run` on a tiny local preset and a tiny TSV task."""
+
+import json
+import os
+
+import keras
+import keras_hub
+import numpy as np
+import pytest
+
+from beft_keras import cli
+from tests.conftest import TINY_CONFIG
+from tests.conftest import randomize_biases
+
+WORDS = ["good", "great", "fine", "bad", "awful", "poor", "the", "film", "was"]
+VOCABULARY = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + WORDS
+
+
+@pytest.fixture(scope="module")
+def classifier_preset(tmp_path_factory):
+    """A tiny BERT classifier preset with its tokenizer, as a user's
+    downloaded preset folder is laid out."""
+    keras.utils.set_random_seed(0)
+    tokenizer = keras_hub.models.BertTokenizer(vocabulary=VOCABULARY)
+    preprocessor = keras_hub.models.BertTextClassifierPreprocessor(
+        tokenizer, sequence_length=12
+    )
+    backbone = keras_hub.models.BertBackbone(
+        **{**TINY_CONFIG, "vocabulary_size": len(VOCABULARY)}
+    )
+    randomize_biases(backbone)
+    classifier = keras_hub.models.BertTextClassifier(
+        backbone, num_classes=2, preprocessor=preprocessor
+    )
+    directory = str(tmp_path_factory.mktemp("classifier_preset"))
+    classifier.save_to_preset(directory)
+    return directory
+
+
+def _write_task(folder, num_train=48, num_dev=16):
+    rng = np.random.default_rng(0)
+    os.makedirs(folder / "sst2")
+    for split, size in [("train", num_train), ("dev", num_dev)]:
+        lines = ["sentence\tlabel"]
+        for _ in range(size):
+            label = int(rng.integers(0, 2))
+            adjectives = WORDS[:3] if label else WORDS[3:6]
+            words = ["the", "film", "was"] + list(
+                rng.choice(adjectives, rng.integers(1, 6))
+            )
+            lines.append(f"{' '.join(words)}\t{label}")
+        (folder / "sst2" / f"{split}.tsv").write_text("\n".join(lines) + "\n")
+    return folder
+
+
+def _run(args, tmp_path):
+    output = tmp_path / "out"
+    code = cli.main(["run", *args, "--output", str(output)])
+    return code, output
+
+
+def test_beft_run_end_to_end(classifier_preset, tmp_path, capsys):
+    data_dir = _write_task(tmp_path / "glue")
+    code, output = _run(
+        [
+            "--task", "sst2", "--data-dir", str(data_dir),
+            "--model", classifier_preset, "--seeds", "0", "1",
+            "--epochs", "1", "--batch-size", "8", "--sequence-length", "12",
+        ],
+        tmp_path,
+    )
+    assert code == 0
+    results = json.loads((output / "results.json").read_text())
+    assert results["task"] == "sst2"
+    assert results["backend"] == keras.backend.backend()
+    assert results["seeds"] == [0, 1]
+    assert results["selected"][0] in ("query", "key", "value")
+    accuracy = results["metrics"]["accuracy"]
+    assert len(accuracy["per_seed"]) == 2
+    assert accuracy["mean"] == pytest.approx(np.mean(accuracy["per_seed"]))
+    assert all(0.0 <= a <= 1.0 for a in accuracy["per_seed"])
+    assert results["runs"][0]["train_examples"] == 48
+    assert results["runs"][0]["dev_examples"] == 16
+    for seed in (0, 1):
+        seed_dir = output / f"seed_{seed}"
+        with open(seed_dir / "heatmap.png", "rb") as file:
+            assert file.read(8) == b"\x89PNG\r\n\x1a\n"
+        scores = json.loads((seed_dir / "scores.json").read_text())
+        assert scores["selected"]["beft"] == results["selected"][seed]
+        assert (seed_dir / "delta.safetensors").stat().st_size > 0
+    assert "BEFT on sst2" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "problem, args, message",
+    [
+        ("unknown task", ["--task", "sst3"], "sst3"),
+        ("missing folder", ["--task", "sst2"], "does-not-exist"),
+        ("malformed TSV", ["--task", "sst2"], "Line 3 of"),
+        ("missing preset", ["--task", "sst2"], "no_such_preset"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(
+    problem, args, message, classifier_preset, tmp_path, capsys
+):
+    data_dir = _write_task(tmp_path / "glue")
+    model = classifier_preset
+    if problem == "missing folder":
+        data_dir = tmp_path / "does-not-exist"
+    if problem == "malformed TSV":
+        path = data_dir / "sst2" / "train.tsv"
+        lines = path.read_text().splitlines()
+        lines[2] = "a sentence without its label"
+        path.write_text("\n".join(lines) + "\n")
+    if problem == "missing preset":
+        model = "no_such_preset"
+    code, output = _run(
+        [*args, "--data-dir", str(data_dir), "--model", model], tmp_path
+    )
+    assert code == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and error[0].startswith("beft: error: ")
+    assert message in error[0]
+    assert not (output / "results.json").exists()

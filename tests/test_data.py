@@ -1,0 +1,460 @@
+import os
+import sys
+import types
+
+import keras
+import keras_hub
+import numpy as np
+import pytest
+
+from beft_keras import data
+from beft_keras.data import DataError
+from beft_keras.data import Examples
+
+# The real GLUE TSV files; CI checks `shared/` out beside the repository.
+GLUE_DIR = os.path.join(
+    os.path.dirname(__file__), "..", "..", "shared", "data", "glue"
+)
+SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+WORDS = ["the", "a", "cat", "dog", "sat", "on", "mat", "it", "ran", "far"]
+CLS_ID, SEP_ID = 2, 3
+SEQUENCE_LENGTH = 24
+BUCKETS = (8, 16, 64)
+# `bucket_lengths(SEQUENCE_LENGTH, BUCKETS)`.
+LENGTHS = (8, 16, 24)
+BATCH_SIZE = 4
+NUM_EXAMPLES = 30
+
+
+# Tasks.
+
+
+def test_tasks():
+    glue = {"sst2", "cola", "rte", "mrpc", "stsb", "qnli", "qqp", "mnli"}
+    assert set(data.TASKS) == glue | {"cb", "wic", "boolq"}
+    for name, spec in data.TASKS.items():
+        assert spec.name == name
+        assert spec.tfds_name.split("/")[-1] == name
+        assert tuple(spec.regimes) == data.REGIMES
+        low, medium, high, full = spec.regimes.values()
+        assert 0 < low < medium < high and full is None
+        assert spec.features and spec.metrics
+        assert spec.is_regression == (name == "stsb")
+        assert spec.learning_rate > 0 and spec.epochs > 0
+
+
+def test_paper_settings():
+    rte = data.get_task("rte")
+    assert rte.features == ("sentence1", "sentence2")
+    assert (rte.learning_rate, rte.epochs) == (1e-3, 30)
+    assert rte.regimes == dict(low=300, medium=900, high=1200, full=None)
+    assert data.get_task("cola").main_metric == "mcc"
+    assert data.get_task("mrpc").metrics == ("f1", "accuracy")
+    assert data.get_task("stsb").num_classes == 1
+    assert data.get_task("mnli").dev_split == "validation_matched"
+    assert data.get_task("mnli").num_classes == 3
+    assert data.get_task("cb").tfds_name == "super_glue/cb"
+    assert data.get_task("boolq").features == ("question", "passage")
+
+
+def test_get_task():
+    spec = data.get_task("SST2")
+    assert spec is data.TASKS["sst2"]
+    assert data.get_task(spec) is spec
+    with pytest.raises(DataError, match="Unknown task: 'sst'.*sst2, cola"):
+        data.get_task("sst")
+
+
+# TSV reader on the real GLUE files.
+
+
+def test_read_real_sst2_dev():
+    dev = data.load_split("sst2", "dev", data_dir=GLUE_DIR)
+    assert len(dev) == 872
+    assert list(dev.features) == ["sentence"]
+    assert dev.features["sentence"][0].startswith("it 's a charming")
+    assert dev.labels.dtype == np.int32
+    assert set(dev.labels) == {0, 1}
+
+
+def test_read_real_rte():
+    dev = data.load_split("rte", "dev", data_dir=GLUE_DIR)
+    assert len(dev) == 277
+    assert list(dev.features) == ["sentence1", "sentence2"]
+    assert set(dev.labels) == {0, 1}
+    # Quotes are text, not CSV quoting.
+    assert any('"' in text for text in dev.features["sentence1"])
+    train = data.load_split("rte", "train", data_dir=GLUE_DIR)
+    assert len(train) == 2490
+
+
+def test_read_real_stsb_dev():
+    dev = data.load_split("stsb", "dev", data_dir=GLUE_DIR)
+    assert len(dev) == 1500
+    assert dev.labels.dtype == np.float32
+    assert 0.0 <= dev.labels.min() and dev.labels.max() <= 5.0
+    assert np.any(dev.labels != np.round(dev.labels))
+
+
+def test_training_subset_of_real_cola():
+    train = data.load_split("cola", "train", data_dir=GLUE_DIR)
+    low = data.training_subset("cola", train, "low", seed=0)
+    assert len(low) == 1710
+    assert data.training_subset("cola", train, "full", seed=0) is train
+    with pytest.raises(DataError, match="'tiny'.*low, medium, high, full"):
+        data.training_subset("cola", train, "tiny", seed=0)
+
+
+# TSV reader on malformed files.
+
+
+def _write(directory, task, split, text):
+    os.makedirs(directory / task, exist_ok=True)
+    path = directory / task / f"{split}.tsv"
+    path.write_text(text, encoding="utf-8")
+    return str(path)
+
+
+def test_read_tsv_columns_by_name(tmp_path):
+    # Extra columns are ignored and columns may come in any order; a quote
+    # opens no quoted field, and a trailing blank line is no example.
+    rows = [
+        ["idx", "label", "sentence2", "sentence1"],
+        ["0", "1", 'b "quoted', "a"],
+        ["1", "0", "d", "c"],
+    ]
+    text = "".join("\t".join(row) + "\n" for row in rows) + "\n"
+    _write(tmp_path, "rte", "train", text)
+    train = data.load_split("rte", "train", data_dir=str(tmp_path))
+    assert list(train.features) == ["sentence1", "sentence2"]
+    np.testing.assert_array_equal(train.features["sentence1"], ["a", "c"])
+    np.testing.assert_array_equal(
+        train.features["sentence2"], ['b "quoted', "d"]
+    )
+    np.testing.assert_array_equal(train.labels, [1, 0])
+
+
+def test_missing_files(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        data.load_split("rte", "dev", data_dir=str(tmp_path / "nowhere"))
+    with pytest.raises(FileNotFoundError, match="rte"):
+        data.load_split("rte", "dev", data_dir=str(tmp_path))
+    _write(tmp_path, "rte", "train", "sentence1\tsentence2\tlabel\na\tb\t0\n")
+    with pytest.raises(FileNotFoundError, match="dev.tsv"):
+        data.load_split("rte", "dev", data_dir=str(tmp_path))
+
+
+def test_unknown_split(tmp_path):
+    with pytest.raises(DataError, match="'test'.*train, dev"):
+        data.load_split("rte", "test", data_dir=str(tmp_path))
+
+
+@pytest.mark.parametrize(
+    "task, text, expected",
+    [
+        ("sst2", "", "is empty"),
+        ("sst2", "sentence\tlabel\n", "header but no examples"),
+        (
+            "rte",
+            "sentence1\tlabel\na\t1\n",
+            r"\['sentence2'\].*Expected columns: \['sentence1', 'sentence2', "
+            r"'label'\]; found: \['sentence1', 'label'\]",
+        ),
+        ("sst2", "sentence\tlabel\na\t1\nb\tc\t0\n", "Line 3 .* 3 .* has 2"),
+        ("sst2", "sentence\tlabel\na\t1\nb\n", "Line 3 .* 1 "),
+        ("sst2", "sentence\tlabel\na\t1\nb\t2\n", "'2' on line 3.*0 to 1"),
+        ("mnli", "premise\thypothesis\tlabel\na\tb\t-1\n", "'-1' on line 2"),
+        ("cola", "sentence\tlabel\na\t1.0\n", "'1.0' on line 2"),
+        ("stsb", "sentence1\tsentence2\tlabel\na\tb\tfive\n", "'five' on"),
+        ("stsb", "sentence1\tsentence2\tlabel\na\tb\tnan\n", "finite"),
+    ],
+)
+def test_malformed_tsv(tmp_path, task, text, expected):
+    path = _write(tmp_path, task, "train", text)
+    with pytest.raises(DataError, match=expected) as error:
+        data.load_split(task, "train", data_dir=str(tmp_path))
+    assert path in str(error.value)
+
+
+# TFDS reader.
+
+
+def _fake_tfds(monkeypatch, load):
+    module = types.ModuleType("tensorflow_datasets")
+    module.load = load
+    module.as_numpy = lambda dataset: dataset
+    monkeypatch.setitem(sys.modules, "tensorflow_datasets", module)
+
+
+def test_load_from_tfds(monkeypatch):
+    calls = []
+
+    def load(name, split, batch_size):
+        calls.append((name, split, batch_size))
+        return {
+            "premise": np.array([b"caf\xc3\xa9", b"b"], dtype=object),
+            "hypothesis": np.array([b"c", b"d"], dtype=object),
+            "label": np.array([2, 0], dtype="int64"),
+            "idx": np.array([0, 1]),
+        }
+
+    _fake_tfds(monkeypatch, load)
+    dev = data.load_split("mnli", "dev")
+    assert calls == [("glue/mnli", "validation_matched", -1)]
+    assert list(dev.features) == ["premise", "hypothesis"]
+    np.testing.assert_array_equal(dev.features["premise"], ["café", "b"])
+    np.testing.assert_array_equal(dev.labels, [2, 0])
+    assert dev.labels.dtype == np.int32
+    data.load_split("cb", "train")
+    assert calls[-1] == ("super_glue/cb", "train", -1)
+
+
+def test_tfds_failure_suggests_data_dir(monkeypatch):
+    def load(name, split, batch_size):
+        raise ConnectionError("no internet")
+
+    _fake_tfds(monkeypatch, load)
+    with pytest.raises(DataError, match="TFDS could not load 'glue/rte'") as e:
+        data.load_split("rte", "train")
+    assert "no internet" in str(e.value) and "--data-dir" in str(e.value)
+
+
+# Subsets.
+
+
+def _examples(num_examples, seed=0):
+    """Examples whose label is their index, of 1 to 30 random words."""
+    rng = np.random.default_rng(seed)
+    texts = [
+        " ".join(rng.choice(WORDS, rng.integers(1, 31)))
+        for _ in range(num_examples)
+    ]
+    return Examples(
+        {"sentence": np.array(texts, dtype=object)},
+        np.arange(num_examples, dtype="int32"),
+    )
+
+
+def test_subsample():
+    examples = _examples(20)
+    subset = data.subsample(examples, 8, seed=3)
+    assert len(subset) == 8
+    assert len(set(subset.labels)) == 8
+    for index, text in zip(subset.labels, subset.features["sentence"]):
+        assert text == examples.features["sentence"][index]
+    again = data.subsample(examples, 8, seed=3)
+    np.testing.assert_array_equal(subset.labels, again.labels)
+    other = data.subsample(examples, 8, seed=4)
+    assert set(subset.labels) != set(other.labels)
+    assert data.subsample(examples, None, seed=0) is examples
+    assert data.subsample(examples, 20, seed=0) is examples
+    assert data.subsample(examples, 50, seed=0) is examples
+    with pytest.raises(DataError, match="size=0"):
+        data.subsample(examples, 0, seed=0)
+
+
+def test_examples_must_line_up():
+    with pytest.raises(DataError, match="3 labels"):
+        Examples({"sentence": np.array(["a", "b"])}, np.zeros(3))
+
+
+# Batching.
+
+
+@pytest.fixture(scope="module")
+def preprocessor():
+    tokenizer = keras_hub.models.BertTokenizer(
+        vocabulary=SPECIAL_TOKENS + WORDS
+    )
+    return keras_hub.models.BertTextClassifierPreprocessor(
+        tokenizer, sequence_length=512
+    )
+
+
+@pytest.fixture(scope="module")
+def examples():
+    return _examples(NUM_EXAMPLES)
+
+
+@pytest.fixture(scope="module")
+def dataset(examples, preprocessor):
+    """The examples, unshuffled, in `LENGTHS` buckets."""
+    return data.make_dataset(
+        examples, preprocessor, BATCH_SIZE, SEQUENCE_LENGTH, buckets=BUCKETS
+    )
+
+
+def _true_lengths(examples):
+    """Each example's length with [CLS] and [SEP], before truncation."""
+    return np.array(
+        [len(text.split()) + 2 for text in examples.features["sentence"]]
+    )
+
+
+def _epoch(dataset):
+    return list(dataset.as_numpy_iterator())
+
+
+def test_bucket_lengths():
+    assert data.bucket_lengths(128) == (16, 32, 64, 128)
+    assert data.bucket_lengths(48) == (16, 32, 48)
+    assert data.bucket_lengths(200) == (16, 32, 64, 128, 200)
+    assert data.bucket_lengths(10) == (10,)
+    assert data.bucket_lengths(SEQUENCE_LENGTH, BUCKETS) == LENGTHS
+    assert data.bucket_lengths(20, (8, 4, 8)) == (4, 8, 20)
+    assert data.bucket_lengths(20, ()) == (20,)
+    with pytest.raises(DataError, match="sequence_length=0"):
+        data.bucket_lengths(0)
+    with pytest.raises(DataError, match=r"buckets=\(8, -4\)"):
+        data.bucket_lengths(20, (8, -4))
+
+
+def test_batches_are_bucketed_and_truncated(examples, preprocessor, dataset):
+    true_lengths = _true_lengths(examples)
+    assert true_lengths.max() > SEQUENCE_LENGTH
+    batches = _epoch(dataset)
+    assert len(batches) == int(dataset.cardinality())
+    for features, labels in batches:
+        assert len(labels) <= BATCH_SIZE
+        length = features["token_ids"].shape[1]
+        assert length in LENGTHS
+        for name in ("token_ids", "segment_ids", "padding_mask"):
+            assert features[name].shape == (len(labels), length)
+        lengths = features["padding_mask"].sum(axis=1)
+        expected = np.minimum(true_lengths[labels], SEQUENCE_LENGTH)
+        np.testing.assert_array_equal(lengths, expected)
+        # The smallest bucket that fits the batch's longest example.
+        assert length == min(b for b in LENGTHS if b >= lengths.max())
+        # Truncation keeps [CLS] first and [SEP] last.
+        rows = np.arange(len(labels))
+        np.testing.assert_array_equal(features["token_ids"][:, 0], CLS_ID)
+        np.testing.assert_array_equal(
+            features["token_ids"][rows, lengths - 1], SEP_ID
+        )
+    all_lengths = [b[0]["token_ids"].shape[1] for b in batches]
+    assert set(all_lengths) == set(LENGTHS)
+    # The preprocessor is left as it was.
+    assert preprocessor.sequence_length == 512
+
+
+def test_unshuffled_epochs_are_fixed(dataset):
+    first = [labels for _, labels in _epoch(dataset)]
+    second = [labels for _, labels in _epoch(dataset)]
+    np.testing.assert_array_equal(np.concatenate(first), np.concatenate(second))
+    np.testing.assert_array_equal(
+        np.sort(np.concatenate(first)), np.arange(NUM_EXAMPLES)
+    )
+    # Within a bucket, examples keep their order.
+    for labels in first:
+        assert np.all(np.diff(labels) > 0)
+
+
+def test_shuffled_epochs_are_seeded(examples, preprocessor):
+    def epochs(seed):
+        dataset = data.make_dataset(
+            examples,
+            preprocessor,
+            BATCH_SIZE,
+            SEQUENCE_LENGTH,
+            shuffle=True,
+            seed=seed,
+            buckets=BUCKETS,
+        )
+        return [
+            np.concatenate([labels for _, labels in _epoch(dataset)])
+            for _ in range(2)
+        ]
+
+    first, second = epochs(seed=7)
+    for epoch in (first, second):
+        np.testing.assert_array_equal(np.sort(epoch), np.arange(NUM_EXAMPLES))
+    assert not np.array_equal(first, second)
+    again_first, again_second = epochs(seed=7)
+    np.testing.assert_array_equal(first, again_first)
+    np.testing.assert_array_equal(second, again_second)
+    assert not np.array_equal(first, epochs(seed=8)[0])
+
+
+def test_sentence_pairs(preprocessor):
+    examples = Examples(
+        {
+            "sentence1": np.array(["the cat sat", "a dog"], dtype=object),
+            "sentence2": np.array(["on the mat", "ran"], dtype=object),
+        },
+        np.array([0.5, 4.0], dtype="float32"),
+    )
+    dataset = data.make_dataset(examples, preprocessor, batch_size=8)
+    ((features, labels),) = _epoch(dataset)
+    assert features["token_ids"].shape == (2, 16)
+    np.testing.assert_array_equal(features["padding_mask"].sum(1), [9, 6])
+    np.testing.assert_array_equal(
+        features["segment_ids"][1, :6], [0, 0, 0, 0, 1, 1]
+    )
+    np.testing.assert_allclose(labels, [0.5, 4.0])
+    assert labels.dtype == np.float32
+
+
+def test_padding_efficiency(examples, preprocessor, dataset):
+    real = np.minimum(_true_lengths(examples), SEQUENCE_LENGTH).sum()
+    total = sum(f["token_ids"].size for f, _ in _epoch(dataset))
+    efficiency = data.padding_efficiency(dataset)
+    assert efficiency == pytest.approx(real / total)
+    unbucketed = data.make_dataset(
+        examples, preprocessor, BATCH_SIZE, SEQUENCE_LENGTH, buckets=()
+    )
+    assert data.padding_efficiency(unbucketed) == pytest.approx(
+        real / (NUM_EXAMPLES * SEQUENCE_LENGTH)
+    )
+    assert efficiency > data.padding_efficiency(unbucketed)
+
+
+def test_make_dataset_checks_arguments(preprocessor):
+    examples = _examples(4)
+    with pytest.raises(DataError, match="batch_size=0"):
+        data.make_dataset(examples, preprocessor, batch_size=0)
+    with pytest.raises(DataError, match="empty"):
+        data.make_dataset(_examples(0), preprocessor, batch_size=2)
+
+
+def test_fit_on_buckets(preprocessor):
+    # Two full batches of different lengths: 8 and 16 (JAX compiles a
+    # train step per shape).
+    short = ["the cat", "a dog", "it ran", "the mat"]
+    long = [" ".join(WORDS[: 7 + i]) for i in range(4)]
+    examples = Examples(
+        {"sentence": np.array(short + long, dtype=object)},
+        np.array([0, 1] * 4, dtype="int32"),
+    )
+    dataset = data.make_dataset(
+        examples,
+        preprocessor,
+        batch_size=4,
+        sequence_length=16,
+        shuffle=True,
+        buckets=(8,),
+    )
+    assert [f["token_ids"].shape[1] for f, _ in _epoch(dataset)] in (
+        [8, 16],
+        [16, 8],
+    )
+    # A small functional model on the same inputs as a BERT classifier.
+    inputs = {
+        "token_ids": keras.Input((None,), dtype="int32", name="token_ids"),
+        "segment_ids": keras.Input((None,), dtype="int32", name="segment_ids"),
+        "padding_mask": keras.Input((None,), dtype="bool", name="padding_mask"),
+    }
+    embedded = keras.layers.Embedding(len(SPECIAL_TOKENS + WORDS), 4)(
+        inputs["token_ids"]
+    )
+    pooled = keras.layers.GlobalAveragePooling1D()(
+        embedded, mask=inputs["padding_mask"]
+    )
+    outputs = keras.layers.Dense(2)(pooled)
+    model = keras.Model(inputs, outputs)
+    model.compile(
+        optimizer="adam",
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    history = model.fit(dataset, epochs=2, verbose=0)
+    assert len(history.history["loss"]) == 2
+    assert np.all(np.isfinite(history.history["loss"]))

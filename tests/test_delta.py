@@ -1,0 +1,321 @@
+import json
+import os
+import subprocess
+import sys
+import types
+
+import keras
+import keras_hub
+import numpy as np
+import pytest
+import safetensors
+import safetensors.numpy
+
+import beft_keras
+from beft_keras.delta import DeltaError
+from beft_keras.delta import DeltaSwitcher
+from beft_keras.delta import load_delta
+from beft_keras.delta import save_delta
+from tests.conftest import HIDDEN_DIM
+from tests.conftest import NUM_LAYERS
+from tests.conftest import TINY_CONFIG
+from tests.conftest import bert_inputs
+from tests.conftest import minilm_preset_dir
+from tests.conftest import randomize_biases
+from tests.conftest import snapshot
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BACKENDS = ("tensorflow", "jax", "torch")
+NUM_CLASSES = 2
+HEAD_PATHS = {"logits/kernel", "logits/bias"}
+
+# Run under another backend: build the model from the preset, load the
+# delta, and save the loaded variables and the predictions.
+LOAD_SCRIPT = """
+import sys
+
+import keras
+import safetensors.numpy
+
+from beft_keras.delta import load_delta
+from tests.test_delta import _classifier
+from tests.test_delta import _predict
+
+preset, delta, out = sys.argv[1:]
+model = _classifier(preset)
+info = load_delta(model, delta)
+weights = {v.path: keras.ops.convert_to_numpy(v) for v in model.weights}
+results = {path: weights[path] for path in info.paths}
+results["predictions"] = _predict(model)
+safetensors.numpy.save_file(results, out)
+"""
+
+
+def _classifier(preset, num_classes=NUM_CLASSES):
+    keras.utils.set_random_seed(0)
+    return keras_hub.models.BertTextClassifier(
+        backbone=keras_hub.models.BertBackbone.from_preset(preset),
+        num_classes=num_classes,
+        preprocessor=None,
+        dropout=0.0,
+    )
+
+
+def _predict(model):
+    features, _ = bert_inputs()
+    return keras.ops.convert_to_numpy(model(features, training=False))
+
+
+def _max_diff(a, b):
+    return float(np.max(np.abs(a - b)))
+
+
+def _assert_bitwise_equal(weights, expected, paths=None):
+    for path in expected if paths is None else paths:
+        assert weights[path].tobytes() == expected[path].tobytes(), path
+
+
+def _perturb_trainable(model, seed):
+    """Stand-in for fine-tuning: shift every trainable variable."""
+    rng = np.random.default_rng(seed)
+    for variable in model.trainable_weights:
+        value = keras.ops.convert_to_numpy(variable)
+        variable.assign(value + rng.normal(0.0, 0.5, value.shape))
+
+
+@pytest.fixture(scope="module")
+def trained(bert_preset, tmp_path_factory):
+    """A value-bias delta saved after a short fit, with the trained model's
+    weights and predictions."""
+    model = _classifier(bert_preset)
+    beft_keras.BiasOnlyTrainable("value").apply(model)
+    model.compile(
+        optimizer=keras.optimizers.Adam(1e-2),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    features, labels = bert_inputs()
+    model.fit(features, labels, batch_size=8, epochs=2, verbose=0)
+    path = tmp_path_factory.mktemp("delta") / "task.safetensors"
+    info = save_delta(model, path, base=bert_preset)
+    return types.SimpleNamespace(
+        path=str(path),
+        info=info,
+        weights=snapshot(model),
+        predictions=_predict(model),
+    )
+
+
+@pytest.fixture(scope="module")
+def other_bert_preset(tmp_path_factory):
+    """The tiny BERT architecture with other weights."""
+    keras.utils.set_random_seed(3)
+    backbone = keras_hub.models.BertBackbone(**TINY_CONFIG)
+    randomize_biases(backbone, seed=3)
+    directory = tmp_path_factory.mktemp("other_bert_preset")
+    backbone.save_to_preset(str(directory))
+    return str(directory)
+
+
+def test_round_trip_after_fit(bert_preset, trained):
+    info = trained.info
+    value_paths = {
+        f"transformer_layer_{i}/self_attention_layer/value/bias"
+        for i in range(NUM_LAYERS)
+    }
+    assert set(info.paths) == value_paths | HEAD_PATHS
+    assert info.terms == ("value",)
+    assert info.num_params == (
+        NUM_LAYERS * HIDDEN_DIM + HIDDEN_DIM * NUM_CLASSES + NUM_CLASSES
+    )
+    assert info.num_bytes == os.path.getsize(trained.path)
+    with safetensors.safe_open(trained.path, framework="numpy") as file:
+        description = json.loads(file.metadata()["beft_keras"])
+    assert description["base"] == bert_preset
+    assert description["keras_version"] == keras.__version__
+    assert description["beft_keras_version"] == beft_keras.__version__
+    assert description["backend"] == keras.backend.backend()
+    assert description["variables"]["logits/bias"] == "head"
+
+    model = _classifier(bert_preset)
+    assert load_delta(model, trained.path) == info
+    # The base is frozen, so every weight, not only the delta's, matches.
+    _assert_bitwise_equal(snapshot(model), trained.weights)
+    assert _max_diff(_predict(model), trained.predictions) == 0.0
+
+
+def test_loads_under_the_other_backends(bert_preset, trained, tmp_path):
+    env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="3")
+    for backend in BACKENDS:
+        if backend == keras.backend.backend():
+            continue
+        out = tmp_path / f"{backend}.safetensors"
+        result = subprocess.run(
+            [sys.executable, "-c", LOAD_SCRIPT, bert_preset, trained.path, out],
+            env=dict(env, KERAS_BACKEND=backend),
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        loaded = safetensors.numpy.load_file(out)
+        _assert_bitwise_equal(loaded, trained.weights, trained.info.paths)
+        # The variables are bitwise equal; the backends' kernels round the
+        # forward pass differently, by a few float32 ulps.
+        assert _max_diff(loaded["predictions"], trained.predictions) < 1e-5
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        ("random_bytes", "not a valid beft-keras delta file: Error while"),
+        ("truncated", "not a valid beft-keras delta file: Error while"),
+        ("no_metadata", "not a valid beft-keras delta file: it has no"),
+    ],
+)
+def test_invalid_file_changes_nothing(
+    bert_preset, trained, tmp_path, damage, message
+):
+    path = tmp_path / "damaged.safetensors"
+    data = open(trained.path, "rb").read()
+    if damage == "random_bytes":
+        path.write_bytes(np.random.default_rng(0).bytes(len(data)))
+    elif damage == "truncated":
+        path.write_bytes(data[: len(data) // 2])
+    else:
+        safetensors.numpy.save_file(safetensors.numpy.load(data), path)
+    model = _classifier(bert_preset)
+    before = snapshot(model)
+    with pytest.raises(DeltaError, match=message):
+        load_delta(model, path)
+    _assert_bitwise_equal(snapshot(model), before)
+
+
+def test_missing_file(bert_preset, tmp_path):
+    model = _classifier(bert_preset)
+    with pytest.raises(FileNotFoundError, match="No delta file"):
+        load_delta(model, tmp_path / "missing.safetensors")
+
+
+def test_wrong_base_changes_nothing(bert_preset, other_bert_preset, trained):
+    model = _classifier(other_bert_preset)
+    before = snapshot(model)
+    expected = trained.info.base_fingerprint[:12]
+    with pytest.raises(
+        DeltaError,
+        match=f"another base: base '{bert_preset}' with weights fingerprint "
+        f"{expected}, but model '.*' has fingerprint [0-9a-f]{{12}}",
+    ):
+        load_delta(model, trained.path)
+    _assert_bitwise_equal(snapshot(model), before)
+
+    load_delta(model, trained.path, allow_base_mismatch=True)
+    _assert_bitwise_equal(snapshot(model), trained.weights, trained.info.paths)
+
+
+def test_model_without_a_variable_changes_nothing(bert_preset, trained):
+    backbone = keras_hub.models.BertBackbone.from_preset(bert_preset)
+    before = snapshot(backbone)
+    with pytest.raises(
+        DeltaError, match=r"has no variable \['logits/kernel', 'logits/bias'\]"
+    ):
+        load_delta(backbone, trained.path)
+    _assert_bitwise_equal(snapshot(backbone), before)
+
+
+def test_shape_mismatch_changes_nothing(bert_preset, trained):
+    model = _classifier(bert_preset, num_classes=3)
+    before = snapshot(model)
+    with pytest.raises(
+        DeltaError,
+        match=r"'logits/kernel' has shape \(8, 2\) in the delta and \(8, 3\)",
+    ):
+        load_delta(model, trained.path)
+    _assert_bitwise_equal(snapshot(model), before)
+
+
+@pytest.mark.parametrize("failing", ["fsync", "replace"])
+def test_failed_write_leaves_no_file(
+    bert_preset, tmp_path, monkeypatch, failing
+):
+    model = _classifier(bert_preset)
+    beft_keras.BiasOnlyTrainable("value").apply(model)
+
+    def fail(*args):
+        raise OSError("disk full")
+
+    # Fails with the temporary file written but not synced, or after it.
+    monkeypatch.setattr(os, failing, fail)
+    target = tmp_path / "task.safetensors"
+    with pytest.raises(OSError, match="disk full"):
+        save_delta(model, target)
+    assert os.listdir(tmp_path) == []
+
+    target.write_bytes(b"an older delta")
+    with pytest.raises(OSError, match="disk full"):
+        save_delta(model, target)
+    assert os.listdir(tmp_path) == ["task.safetensors"]
+    assert target.read_bytes() == b"an older delta"
+
+
+def test_nothing_to_save(bert_preset, tmp_path):
+    model = _classifier(bert_preset)
+    model.trainable = False
+    with pytest.raises(ValueError, match="no trainable bias or head"):
+        save_delta(model, tmp_path / "task.safetensors")
+
+
+def test_switch_tasks_without_reloading(bert_preset, tmp_path):
+    # Task B trains the query biases too, which task A's base includes.
+    tasks = {}
+    for name, terms, seed in (("a", "value", 1), ("b", ["query", "value"], 2)):
+        model = _classifier(bert_preset)
+        beft_keras.BiasOnlyTrainable(terms).apply(model)
+        _perturb_trainable(model, seed)
+        path = tmp_path / f"{name}.safetensors"
+        save_delta(model, path, base=bert_preset)
+        tasks[name] = (path, _predict(model))
+    (a, a_predictions), (b, b_predictions) = tasks["a"], tasks["b"]
+
+    model = _classifier(bert_preset)
+    base_weights, base_predictions = snapshot(model), _predict(model)
+    # `load_delta` onto a model carrying a delta: the base check passes
+    # when the new delta covers the old one's variables, not otherwise.
+    load_delta(model, a)
+    load_delta(model, b)
+    assert _max_diff(_predict(model), b_predictions) == 0.0
+    with pytest.raises(DeltaError, match="another base"):
+        load_delta(model, a)
+
+    model = _classifier(bert_preset)
+    switcher = DeltaSwitcher(model)
+    switcher.apply(a)
+    assert _max_diff(_predict(model), a_predictions) == 0.0
+    switcher.apply(b)
+    assert switcher.active == str(b)
+    assert _max_diff(_predict(model), b_predictions) == 0.0
+    switcher.apply(a)
+    assert _max_diff(_predict(model), a_predictions) == 0.0
+    switcher.restore()
+    assert switcher.active is None
+    assert _max_diff(_predict(model), base_predictions) == 0.0
+    _assert_bitwise_equal(snapshot(model), base_weights)
+
+
+def test_minilm_delta_is_small(tmp_path):
+    classifier = keras_hub.models.BertTextClassifier.from_preset(
+        minilm_preset_dir(), num_classes=2
+    )
+    beft_keras.BiasOnlyTrainable("value").apply(classifier)
+    _perturb_trainable(classifier, seed=0)
+    trained = snapshot(classifier)
+    info = save_delta(
+        classifier, tmp_path / "minilm.safetensors", base="all-MiniLM-L6-v2"
+    )
+    print(f"MiniLM value-bias delta: {info.num_bytes:,} bytes")
+    assert info.num_params == 2304 + 384 * 2 + 2
+    assert info.num_bytes < 64 * 1024
+
+    for variable in classifier.trainable_weights:
+        variable.assign(np.zeros(variable.shape))
+    load_delta(classifier, info.path)
+    _assert_bitwise_equal(snapshot(classifier), trained)

@@ -1,0 +1,293 @@
+import json
+import os
+import subprocess
+import sys
+import warnings
+
+import keras
+import keras_hub
+import numpy as np
+import pytest
+
+import beft_keras
+from beft_keras import scores
+from tests.conftest import NUM_LAYERS
+from tests.conftest import bert_inputs
+from tests.conftest import snapshot
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _probe_model(bert_preset):
+    """A tiny BERT classifier with every bias trainable, its head set from
+    numpy so that it is the same on every backend."""
+    model = keras_hub.models.BertTextClassifier(
+        backbone=keras_hub.models.BertBackbone.from_preset(bert_preset),
+        num_classes=2,
+        preprocessor=None,
+        dropout=0.0,
+    )
+    rng = np.random.default_rng(3)
+    for variable in beft_keras.head_variables(model):
+        variable.assign(rng.normal(0.0, 0.3, variable.shape))
+    beft_keras.BiasOnlyTrainable("all").apply(model)
+    model.compile(
+        optimizer=keras.optimizers.SGD(0.5),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    return model
+
+
+def _run_probe(bert_preset, verbose=0):
+    model = _probe_model(bert_preset)
+    x, y = bert_inputs(32)
+    probe = beft_keras.BeftProbe(data=(x, y), verbose=verbose)
+    before = snapshot(model)
+    model.fit(
+        x, y, batch_size=16, epochs=3, shuffle=False, verbose=0,
+        callbacks=[probe],
+    )
+    return model, probe, before
+
+
+def test_scores_match_numpy_on_recorded_biases(bert_preset):
+    model, probe, before = _run_probe(bert_preset)
+    after = snapshot(model)
+    results = probe.results
+    assert results.terms == beft_keras.TERMS[:-1]
+    assert results.num_layers == NUM_LAYERS
+    for bias in beft_keras.bias_terms(model):
+        if bias.term == "other":
+            continue
+        pre = before[bias.path].astype("float64").ravel()
+        post = after[bias.path].astype("float64").ravel()
+        row = results.terms.index(bias.term)
+        expected_beft = 1 - pre @ post / max(pre @ pre, post @ post)
+        expected_magnitude = np.mean(np.abs(post - pre))
+        assert results.layer_scores["beft"][row, bias.layer_index] == (
+            pytest.approx(expected_beft, rel=1e-12, abs=1e-15)
+        )
+        assert results.layer_scores["magnitude"][row, bias.layer_index] == (
+            pytest.approx(expected_magnitude, rel=1e-12, abs=1e-15)
+        )
+    averages = results.averages
+    for method in ("beft", "magnitude", "fisher"):
+        table = results.layer_scores[method]
+        for row, term in enumerate(results.terms):
+            assert averages[method][term] == pytest.approx(table[row].mean())
+    assert probe.selected == max(
+        ["query", "key", "value"], key=lambda t: averages["beft"][t]
+    )
+
+
+def test_key_bias_is_measured_inert(bert_preset):
+    model, probe, _ = _run_probe(bert_preset)
+    rms = probe.results.gradient_rms
+    assert probe.results.inert == ("key",)
+    assert rms["key"] < 1e-5 * rms["value"]
+    # A b_k-only fine-tune is then a no-op, and BiasOnlyTrainable says so.
+    with pytest.warns(UserWarning, match="zero gradient for \\['key'\\]"):
+        beft_keras.BiasOnlyTrainable("key").apply(model)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        beft_keras.BiasOnlyTrainable(["key", "value"]).apply(model)
+
+
+class TinyAttention(keras.layers.Layer):
+    """Single-head softmax attention, simple enough to write again in numpy
+    below. Its sub-layer names make the bias-term map read it as an
+    attention layer."""
+
+    def __init__(self, units, **kwargs):
+        super().__init__(**kwargs)
+        self.units = units
+        self._query_dense = keras.layers.Dense(units, name="query")
+        self._key_dense = keras.layers.Dense(units, name="key")
+        self._value_dense = keras.layers.Dense(units, name="value")
+        self._output_dense = keras.layers.Dense(units, name="output")
+
+    def call(self, x):
+        q, k, v = self._query_dense(x), self._key_dense(x), self._value_dense(x)
+        logits = keras.ops.matmul(q, keras.ops.swapaxes(k, 1, 2))
+        weights = keras.ops.softmax(logits / self.units**0.5, axis=-1)
+        return self._output_dense(keras.ops.matmul(weights, v))
+
+
+def _tiny_attention_model():
+    inputs = keras.Input((4, 3))
+    x = keras.layers.Dense(6, name="embed")(inputs)
+    x = TinyAttention(6, name="attention")(x)
+    x = keras.layers.GlobalAveragePooling1D()(x)
+    model = keras.Model(inputs, keras.layers.Dense(2, name="head")(x))
+    rng = np.random.default_rng(0)
+    for variable in model.weights:
+        variable.assign(rng.normal(0.0, 0.7, variable.shape))
+    model.compile(
+        optimizer=keras.optimizers.SGD(0.1),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    return model
+
+
+def _numpy_loss(weights, x, y):
+    """The loss of `_tiny_attention_model` in numpy float64."""
+    w = weights
+
+    def dense(name, inputs):
+        return inputs @ w[f"{name}/kernel"] + w[f"{name}/bias"]
+
+    h = dense("embed", x)
+    q = dense("attention/query", h)
+    k = dense("attention/key", h)
+    v = dense("attention/value", h)
+    logits = q @ np.swapaxes(k, 1, 2) / np.sqrt(6.0)
+    attention = np.exp(logits - logits.max(-1, keepdims=True))
+    attention /= attention.sum(-1, keepdims=True)
+    logits = dense("head", dense("attention/output", attention @ v).mean(1))
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    return -np.mean(log_probs[np.arange(len(y)), y])
+
+
+def test_fisher_equals_finite_difference_gradients():
+    """The probe's Fisher against central differences of the same loss
+    computed in numpy float64 (exact to ~1e-9), to 1e-5 relative."""
+    model = _tiny_attention_model()
+    rng = np.random.default_rng(1)
+    batches = [
+        (
+            rng.normal(size=(5, 4, 3)).astype("float32"),
+            rng.integers(0, 2, 5).astype("int32"),
+        )
+        for _ in range(2)
+    ]
+    probe = beft_keras.BeftProbe(data=batches, verbose=0)
+    probe.set_model(model)
+    probe.on_train_begin()
+    probe.on_train_end()
+
+    weights = {p: v.astype("float64") for p, v in snapshot(model).items()}
+    x, y = batches[0]
+    keras_loss = model.compute_loss(x, y, model(x), training=False)
+    assert float(keras.ops.convert_to_numpy(keras_loss)) == pytest.approx(
+        _numpy_loss(weights, x.astype("float64"), y), rel=1e-6
+    )
+    epsilon = 1e-6
+    for bias in beft_keras.bias_terms(model):
+        if bias.term == "other":
+            continue
+        base = weights[bias.path]
+        squared = []
+        for x, y in batches:
+            grad = np.zeros(base.size)
+            for i in range(base.size):
+                step = np.zeros(base.size)
+                step[i] = epsilon
+                plus = {**weights, bias.path: base + step.reshape(base.shape)}
+                minus = {**weights, bias.path: base - step.reshape(base.shape)}
+                x64 = x.astype("float64")
+                grad[i] = (
+                    _numpy_loss(plus, x64, y) - _numpy_loss(minus, x64, y)
+                ) / (2 * epsilon)
+            squared.append(grad**2)
+        expected = np.mean(squared)
+        row = probe.results.terms.index(bias.term)
+        measured = probe.results.layer_scores["fisher"][row, 0]
+        assert measured == pytest.approx(expected, rel=1e-5), bias.path
+
+
+def test_same_ranking_on_every_backend(bert_preset, tmp_path):
+    """Run the same probe under the other two backends in subprocesses."""
+    _, probe, _ = _run_probe(bert_preset)
+    here = probe.results
+    script = (
+        "import json, sys; sys.path.insert(0, sys.argv[1]);"
+        "from tests.test_probe import _run_probe;"
+        "_, probe, _ = _run_probe(sys.argv[2]);"
+        "json.dump(probe.results.to_dict(), open(sys.argv[3], 'w'))"
+    )
+    for backend in {"tensorflow", "jax", "torch"} - {keras.backend.backend()}:
+        output = tmp_path / f"{backend}.json"
+        subprocess.run(
+            [sys.executable, "-c", script, REPO, bert_preset, str(output)],
+            env={**os.environ, "KERAS_BACKEND": backend},
+            check=True,
+            capture_output=True,
+        )
+        there = json.loads(output.read_text())
+        assert there["rankings"] == here.rankings, backend
+        assert there["selected"]["beft"] == here.selected
+        for method in here.methods:
+            for term in here.terms:
+                assert there["averages"][method][term] == pytest.approx(
+                    here.averages[method][term], rel=2e-3, abs=1e-9
+                ), (backend, method, term)
+
+
+def test_apply_selection_restarts_and_trains_only_the_selection(bert_preset):
+    model, probe, before = _run_probe(bert_preset)
+    summary = probe.apply_selection()
+    assert summary.terms == ("value",)
+    after_reset = snapshot(model)
+    for path, value in before.items():
+        np.testing.assert_array_equal(after_reset[path], value)
+    x, y = bert_inputs(16, seed=1)
+    model.fit(x, y, batch_size=8, epochs=1, verbose=0)
+    changed = {
+        p for p, v in snapshot(model).items() if not np.array_equal(v, before[p])
+    }
+    values = {
+        b.path for b in beft_keras.bias_terms(model) if b.term == "value"
+    }
+    assert changed == values | {"logits/kernel", "logits/bias"}
+
+
+def test_summary_is_printed_at_the_end_of_fit(bert_preset, capsys):
+    _, probe, _ = _run_probe(bert_preset, verbose=1)
+    printed = capsys.readouterr().out
+    assert "BEFT probe: scores averaged over 2 layers" in printed
+    assert f"Selected:          {probe.selected}" in printed
+    assert "Inert:             key" in printed
+
+
+def test_without_data_there_is_no_fisher(bert_preset):
+    model = _probe_model(bert_preset)
+    x, y = bert_inputs(16)
+    probe = beft_keras.BeftProbe(verbose=0)
+    model.fit(x, y, batch_size=16, epochs=1, verbose=0, callbacks=[probe])
+    assert probe.results.methods == ("beft", "magnitude")
+    assert probe.results.gradient_rms is None
+    assert probe.results.inert == ()
+    assert "No gradients measured" in probe.results.summary()
+
+
+def test_errors(bert_preset):
+    with pytest.raises(ValueError, match="at least two different terms"):
+        beft_keras.BeftProbe(candidates=["value"])
+    with pytest.raises(ValueError, match="at least two different terms"):
+        beft_keras.BeftProbe(candidates=["value", "pooler"])
+
+    model = _probe_model(bert_preset)
+    x, y = bert_inputs(16)
+    beft_keras.BiasOnlyTrainable("value").apply(model)
+    with pytest.raises(ValueError, match="BiasOnlyTrainable\\('all'\\)"):
+        model.fit(x, y, epochs=1, verbose=0, callbacks=[beft_keras.BeftProbe()])
+
+    model = _probe_model(bert_preset)
+    value = model.backbone.get_layer("transformer_layer_1")._self_attention_layer
+    value._value_dense.bias.assign(np.full((2, 4), np.nan))
+    with pytest.raises(ValueError, match="layer_1/self_attention_layer/value"):
+        model.fit(x, y, epochs=1, verbose=0, callbacks=[beft_keras.BeftProbe()])
+
+    inputs = keras.Input((3,))
+    plain = keras.Model(inputs, keras.layers.Dense(2)(inputs))
+    plain.compile(optimizer="sgd", loss="mse")
+    with pytest.raises(ValueError, match="fewer than two of the candidate"):
+        plain.fit(
+            np.zeros((4, 3)), np.zeros((4, 2)), verbose=0,
+            callbacks=[beft_keras.BeftProbe()],
+        )
+
+    probe = beft_keras.BeftProbe()
+    with pytest.raises(ValueError, match="needs a finished probe"):
+        probe.apply_selection()
