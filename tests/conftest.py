@@ -43,32 +43,35 @@ def randomize_biases(model, seed=0, scale=0.5):
             variable.assign(rng.normal(0.0, fan_in**-0.5, variable.shape))
 
 
-def save_and_reload(backbone, directory):
-    """Save a backbone as a local preset and load it back by class."""
+def make_preset(tmp_path_factory, backbone_class, seed):
+    """A local preset folder of a tiny backbone with non-zero biases."""
+    keras.utils.set_random_seed(seed)
+    backbone = backbone_class(**TINY_CONFIG)
+    randomize_biases(backbone, seed=seed)
+    directory = tmp_path_factory.mktemp(f"{backbone_class.__name__}_preset")
     backbone.save_to_preset(str(directory))
-    return type(backbone).from_preset(str(directory))
+    return str(directory)
 
 
 @pytest.fixture(scope="session")
 def bert_preset(tmp_path_factory):
-    """A local preset folder of a tiny BERT backbone with non-zero biases."""
-    keras.utils.set_random_seed(1)
-    backbone = keras_hub.models.BertBackbone(**TINY_CONFIG)
-    randomize_biases(backbone, seed=1)
-    directory = tmp_path_factory.mktemp("bert_preset")
-    backbone.save_to_preset(str(directory))
-    return str(directory)
+    return make_preset(tmp_path_factory, keras_hub.models.BertBackbone, 1)
 
 
 @pytest.fixture(scope="session")
 def opt_preset(tmp_path_factory):
-    """A local preset folder of a tiny OPT backbone with non-zero biases."""
-    keras.utils.set_random_seed(2)
-    backbone = keras_hub.models.OPTBackbone(**TINY_CONFIG)
-    randomize_biases(backbone, seed=2)
-    directory = tmp_path_factory.mktemp("opt_preset")
-    backbone.save_to_preset(str(directory))
-    return str(directory)
+    return make_preset(tmp_path_factory, keras_hub.models.OPTBackbone, 2)
+
+
+def tiny_classifier(preset, num_classes=2):
+    """A BERT classifier on a local backbone preset, without preprocessor."""
+    keras.utils.set_random_seed(0)
+    return keras_hub.models.BertTextClassifier(
+        backbone=keras_hub.models.BertBackbone.from_preset(preset),
+        num_classes=num_classes,
+        preprocessor=None,
+        dropout=0.0,
+    )
 
 
 def token_batch(num_examples=16, seed=0):

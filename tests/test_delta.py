@@ -18,11 +18,11 @@ from beft_keras.delta import load_delta
 from beft_keras.delta import save_delta
 from tests.conftest import HIDDEN_DIM
 from tests.conftest import NUM_LAYERS
-from tests.conftest import TINY_CONFIG
 from tests.conftest import bert_inputs
 from tests.conftest import minilm_preset_dir
-from tests.conftest import randomize_biases
+from tests.conftest import make_preset
 from tests.conftest import snapshot
+from tests.conftest import tiny_classifier
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BACKENDS = ("tensorflow", "jax", "torch")
@@ -38,27 +38,17 @@ import keras
 import safetensors.numpy
 
 from beft_keras.delta import load_delta
-from tests.test_delta import _classifier
+from tests.conftest import tiny_classifier
 from tests.test_delta import _predict
 
 preset, delta, out = sys.argv[1:]
-model = _classifier(preset)
+model = tiny_classifier(preset)
 info = load_delta(model, delta)
 weights = {v.path: keras.ops.convert_to_numpy(v) for v in model.weights}
 results = {path: weights[path] for path in info.paths}
 results["predictions"] = _predict(model)
 safetensors.numpy.save_file(results, out)
 """
-
-
-def _classifier(preset, num_classes=NUM_CLASSES):
-    keras.utils.set_random_seed(0)
-    return keras_hub.models.BertTextClassifier(
-        backbone=keras_hub.models.BertBackbone.from_preset(preset),
-        num_classes=num_classes,
-        preprocessor=None,
-        dropout=0.0,
-    )
 
 
 def _predict(model):
@@ -87,7 +77,7 @@ def _perturb_trainable(model, seed):
 def trained(bert_preset, tmp_path_factory):
     """A value-bias delta saved after a short fit, with the trained model's
     weights and predictions."""
-    model = _classifier(bert_preset)
+    model = tiny_classifier(bert_preset)
     beft_keras.BiasOnlyTrainable("value").apply(model)
     model.compile(
         optimizer=keras.optimizers.Adam(1e-2),
@@ -108,12 +98,7 @@ def trained(bert_preset, tmp_path_factory):
 @pytest.fixture(scope="module")
 def other_bert_preset(tmp_path_factory):
     """The tiny BERT architecture with other weights."""
-    keras.utils.set_random_seed(3)
-    backbone = keras_hub.models.BertBackbone(**TINY_CONFIG)
-    randomize_biases(backbone, seed=3)
-    directory = tmp_path_factory.mktemp("other_bert_preset")
-    backbone.save_to_preset(str(directory))
-    return str(directory)
+    return make_preset(tmp_path_factory, keras_hub.models.BertBackbone, 3)
 
 
 def test_round_trip_after_fit(bert_preset, trained):
@@ -136,7 +121,7 @@ def test_round_trip_after_fit(bert_preset, trained):
     assert description["backend"] == keras.backend.backend()
     assert description["variables"]["logits/bias"] == "head"
 
-    model = _classifier(bert_preset)
+    model = tiny_classifier(bert_preset)
     assert load_delta(model, trained.path) == info
     # The base is frozen, so every weight, not only the delta's, matches.
     _assert_bitwise_equal(snapshot(model), trained.weights)
@@ -183,7 +168,7 @@ def test_invalid_file_changes_nothing(
         path.write_bytes(data[: len(data) // 2])
     else:
         safetensors.numpy.save_file(safetensors.numpy.load(data), path)
-    model = _classifier(bert_preset)
+    model = tiny_classifier(bert_preset)
     before = snapshot(model)
     with pytest.raises(DeltaError, match=message):
         load_delta(model, path)
@@ -191,13 +176,13 @@ def test_invalid_file_changes_nothing(
 
 
 def test_missing_file(bert_preset, tmp_path):
-    model = _classifier(bert_preset)
+    model = tiny_classifier(bert_preset)
     with pytest.raises(FileNotFoundError, match="No delta file"):
         load_delta(model, tmp_path / "missing.safetensors")
 
 
 def test_wrong_base_changes_nothing(bert_preset, other_bert_preset, trained):
-    model = _classifier(other_bert_preset)
+    model = tiny_classifier(other_bert_preset)
     before = snapshot(model)
     expected = trained.info.base_fingerprint[:12]
     with pytest.raises(
@@ -223,7 +208,7 @@ def test_model_without_a_variable_changes_nothing(bert_preset, trained):
 
 
 def test_shape_mismatch_changes_nothing(bert_preset, trained):
-    model = _classifier(bert_preset, num_classes=3)
+    model = tiny_classifier(bert_preset, num_classes=3)
     before = snapshot(model)
     with pytest.raises(
         DeltaError,
@@ -237,7 +222,7 @@ def test_shape_mismatch_changes_nothing(bert_preset, trained):
 def test_failed_write_leaves_no_file(
     bert_preset, tmp_path, monkeypatch, failing
 ):
-    model = _classifier(bert_preset)
+    model = tiny_classifier(bert_preset)
     beft_keras.BiasOnlyTrainable("value").apply(model)
 
     def fail(*args):
@@ -258,7 +243,7 @@ def test_failed_write_leaves_no_file(
 
 
 def test_nothing_to_save(bert_preset, tmp_path):
-    model = _classifier(bert_preset)
+    model = tiny_classifier(bert_preset)
     model.trainable = False
     with pytest.raises(ValueError, match="no trainable bias or head"):
         save_delta(model, tmp_path / "task.safetensors")
@@ -268,7 +253,7 @@ def test_switch_tasks_without_reloading(bert_preset, tmp_path):
     # Task B trains the query biases too, which task A's base includes.
     tasks = {}
     for name, terms, seed in (("a", "value", 1), ("b", ["query", "value"], 2)):
-        model = _classifier(bert_preset)
+        model = tiny_classifier(bert_preset)
         beft_keras.BiasOnlyTrainable(terms).apply(model)
         _perturb_trainable(model, seed)
         path = tmp_path / f"{name}.safetensors"
@@ -276,7 +261,7 @@ def test_switch_tasks_without_reloading(bert_preset, tmp_path):
         tasks[name] = (path, _predict(model))
     (a, a_predictions), (b, b_predictions) = tasks["a"], tasks["b"]
 
-    model = _classifier(bert_preset)
+    model = tiny_classifier(bert_preset)
     base_weights, base_predictions = snapshot(model), _predict(model)
     # `load_delta` onto a model carrying a delta: the base check passes
     # when the new delta covers the old one's variables, not otherwise.
@@ -286,7 +271,7 @@ def test_switch_tasks_without_reloading(bert_preset, tmp_path):
     with pytest.raises(DeltaError, match="another base"):
         load_delta(model, a)
 
-    model = _classifier(bert_preset)
+    model = tiny_classifier(bert_preset)
     switcher = DeltaSwitcher(model)
     switcher.apply(a)
     assert _max_diff(_predict(model), a_predictions) == 0.0

@@ -5,7 +5,6 @@ import sys
 import warnings
 
 import keras
-import keras_hub
 import numpy as np
 import pytest
 
@@ -14,6 +13,7 @@ from beft_keras import scores
 from tests.conftest import NUM_LAYERS
 from tests.conftest import bert_inputs
 from tests.conftest import snapshot
+from tests.conftest import tiny_classifier
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -21,12 +21,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def _probe_model(bert_preset):
     """A tiny BERT classifier with every bias trainable, its head set from
     numpy so that it is the same on every backend."""
-    model = keras_hub.models.BertTextClassifier(
-        backbone=keras_hub.models.BertBackbone.from_preset(bert_preset),
-        num_classes=2,
-        preprocessor=None,
-        dropout=0.0,
-    )
+    model = tiny_classifier(bert_preset)
     rng = np.random.default_rng(3)
     for variable in beft_keras.head_variables(model):
         variable.assign(rng.normal(0.0, 0.3, variable.shape))

@@ -9,21 +9,12 @@ from tests.conftest import NUM_LAYERS
 from tests.conftest import bert_inputs
 from tests.conftest import minilm_preset_dir
 from tests.conftest import snapshot
+from tests.conftest import tiny_classifier
 from tests.conftest import token_batch
 
 NUM_CLASSES = 2
 VALUE_PARAMS = NUM_LAYERS * HIDDEN_DIM
 HEAD_PARAMS = HIDDEN_DIM * NUM_CLASSES + NUM_CLASSES
-
-
-def _bert_classifier(bert_preset):
-    keras.utils.set_random_seed(0)
-    return keras_hub.models.BertTextClassifier(
-        backbone=keras_hub.models.BertBackbone.from_preset(bert_preset),
-        num_classes=NUM_CLASSES,
-        preprocessor=None,
-        dropout=0.0,
-    )
 
 
 def _compile(model):
@@ -59,7 +50,7 @@ def _assert_only_value_and_head_trained(before, model):
 
 
 def test_value_only_on_a_backbone_preset(bert_preset):
-    model = _bert_classifier(bert_preset)
+    model = tiny_classifier(bert_preset)
     summary = beft_keras.BiasOnlyTrainable("value", head=False).apply(model)
     assert summary.bias_params == VALUE_PARAMS
     assert summary.head_params == 0
@@ -76,7 +67,7 @@ def test_value_only_on_a_backbone_preset(bert_preset):
 
 
 def test_apply_before_compile(bert_preset):
-    model = _bert_classifier(bert_preset)
+    model = tiny_classifier(bert_preset)
     summary = beft_keras.BiasOnlyTrainable("value").apply(model)
     assert summary.trainable_params == VALUE_PARAMS + HEAD_PARAMS
     assert summary.head_params == HEAD_PARAMS
@@ -87,7 +78,7 @@ def test_apply_before_compile(bert_preset):
 
 
 def test_apply_after_compile(bert_preset):
-    model = _bert_classifier(bert_preset)
+    model = tiny_classifier(bert_preset)
     _compile(model)
     beft_keras.BiasOnlyTrainable("value").apply(model)
     before = snapshot(model)
@@ -98,7 +89,7 @@ def test_apply_after_compile(bert_preset):
 def test_apply_after_training_then_restore(bert_preset):
     """The case where backends diverge without a recompile: TensorFlow keeps
     training the frozen variables, JAX rejects the optimizer state."""
-    model = _bert_classifier(bert_preset)
+    model = tiny_classifier(bert_preset)
     _compile(model)
     before = snapshot(model)
     _fit(model)
@@ -118,7 +109,7 @@ def test_apply_after_training_then_restore(bert_preset):
 
 
 def test_layers_subset_and_all_terms(bert_preset):
-    model = _bert_classifier(bert_preset)
+    model = tiny_classifier(bert_preset)
     summary = beft_keras.BiasOnlyTrainable(
         ["query", "value"], layers=[1], head=False
     ).apply(model)
@@ -136,7 +127,7 @@ def test_layers_subset_and_all_terms(bert_preset):
 
 
 def test_restore_brings_back_every_flag(bert_preset):
-    model = _bert_classifier(bert_preset)
+    model = tiny_classifier(bert_preset)
     model.get_layer("logits").trainable = False
     model.backbone.get_layer("token_embedding").embeddings.trainable = False
     layer_flags = [layer.trainable for layer in model._flatten_layers()]
@@ -151,7 +142,7 @@ def test_restore_brings_back_every_flag(bert_preset):
 
 
 def test_frozen_model_still_trains_the_chosen_biases(bert_preset):
-    model = _bert_classifier(bert_preset)
+    model = tiny_classifier(bert_preset)
     model.trainable = False
     summary = beft_keras.BiasOnlyTrainable("value", head=False).apply(model)
     assert summary.trainable_params == VALUE_PARAMS
@@ -236,7 +227,7 @@ def test_invalid_arguments():
 
 
 def test_invalid_for_the_model(bert_preset):
-    model = _bert_classifier(bert_preset)
+    model = tiny_classifier(bert_preset)
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         beft_keras.BiasOnlyTrainable("value", layers=[2]).apply(model)
     plain = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
