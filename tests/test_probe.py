@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 
 import beft_keras
-from beft_keras import scores
 from tests.conftest import NUM_LAYERS
 from tests.conftest import bert_inputs
 from tests.conftest import snapshot
