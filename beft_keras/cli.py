@@ -7,6 +7,21 @@ import sys
 
 import numpy as np
 
+_DESCRIPTIONS = {
+    "probe": (
+        "Fit every bias of the model on the task while scoring each bias "
+        "term (BEFT, magnitude, Fisher); write scores, rankings and heatmap."
+    ),
+    "tune": (
+        "Fine-tune the chosen bias terms (or all-bias, head, full) and "
+        "evaluate on the dev set; write results and the bias delta."
+    ),
+    "run": (
+        "The whole BEFT method: probe, select the best of b_q, b_k, b_v, "
+        "fine-tune only it (and the head), evaluate on the dev set."
+    ),
+}
+
 
 def _parser():
     parser = argparse.ArgumentParser(
@@ -14,42 +29,67 @@ def _parser():
         description="Bias-efficient fine-tuning (BEFT) of language models.",
     )
     commands = parser.add_subparsers(dest="command", required=True)
-    run = commands.add_parser(
-        "run",
-        help="probe, select the bias term, fine-tune it and evaluate",
-        description=(
-            "The whole BEFT method on a GLUE task: fit all biases while "
-            "scoring them, select the best of b_q, b_k, b_v, fine-tune only "
-            "it (and the head), evaluate on the dev set. Writes "
-            "results.json and, per seed, scores, heatmap and bias delta."
-        ),
-    )
-    run.add_argument("--task", required=True, help="e.g. sst2, rte, cola")
-    run.add_argument(
+    for name, description in _DESCRIPTIONS.items():
+        command = commands.add_parser(
+            name, help=description.split(";")[0], description=description
+        )
+        _add_common_arguments(command)
+        if name == "tune":
+            command.add_argument(
+                "--terms",
+                nargs="+",
+                default=["value"],
+                help="bias terms (query key value attention_output "
+                "ffn_intermediate ffn_output attention_norm ffn_norm other) "
+                "or one of all-bias, head, full (default: value)",
+            )
+        if name in ("tune", "run"):
+            command.add_argument(
+                "--epochs",
+                type=int,
+                help="fine-tuning epochs (default: the paper's for the task)",
+            )
+        if name in ("probe", "run"):
+            command.add_argument(
+                "--probe-epochs", type=int, default=1,
+                help="epochs of the probe fit of all biases (default: 1)",
+            )
+    return parser
+
+
+def _add_common_arguments(command):
+    command.add_argument("--task", required=True, help="e.g. sst2, rte, cola")
+    command.add_argument(
         "--data-dir",
         help="folder of GLUE-style TSV files <task>/{train,dev}.tsv "
-        "(omitted: TFDS)",
+        "(default: load the task from TFDS)",
     )
-    run.add_argument(
+    command.add_argument(
         "--model",
         help="keras-hub preset name or preset folder "
-        "(omitted: the all-MiniLM-L6-v2 package)",
+        "(default: the all-MiniLM-L6-v2 package)",
     )
-    run.add_argument(
-        "--regime", default="low", choices=["low", "medium", "high", "full"]
+    command.add_argument(
+        "--regime", default="low", choices=["low", "medium", "high", "full"],
+        help="training-set size (default: low)",
     )
-    run.add_argument("--seeds", type=int, nargs="+", default=[0])
-    run.add_argument(
-        "--epochs", type=int, help="final fine-tune epochs (omitted: paper's)"
+    command.add_argument(
+        "--seeds", type=int, nargs="+", default=[0], help="(default: 0)"
     )
-    run.add_argument("--probe-epochs", type=int, default=1)
-    run.add_argument(
-        "--learning-rate", type=float, help="omitted: the paper's bias-only rate"
+    command.add_argument(
+        "--learning-rate", type=float,
+        help="(default: the paper's bias-only rate for the task; 1e-5 for "
+        "full fine-tuning)",
     )
-    run.add_argument("--batch-size", type=int, default=16)
-    run.add_argument("--sequence-length", type=int, default=128)
-    run.add_argument("--output", default="runs/beft", help="output folder")
-    return parser
+    command.add_argument("--batch-size", type=int, default=16)
+    command.add_argument(
+        "--sequence-length", type=int, default=128,
+        help="longest padded batch; shorter batches are padded to their "
+        "length bucket (default: 128)",
+    )
+    command.add_argument(
+        "--output", default="runs/beft", help="output folder (default: runs/beft)"
+    )
 
 
 def main(argv=None):
@@ -57,31 +97,15 @@ def main(argv=None):
     # TensorFlow's C++ start-up notices would bury the progress bars.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     # Import late: `beft --help` should not wait for TensorFlow and friends.
-    from beft_keras import pipeline
     from beft_keras.files import atomic_write
 
     try:
-        results = [
-            pipeline.run(
-                args.task,
-                data_dir=args.data_dir,
-                model=args.model,
-                regime=args.regime,
-                seed=seed,
-                epochs=args.epochs,
-                probe_epochs=args.probe_epochs,
-                learning_rate=args.learning_rate,
-                batch_size=args.batch_size,
-                sequence_length=args.sequence_length,
-                output=os.path.join(args.output, f"seed_{seed}"),
-            )
-            for seed in args.seeds
-        ]
+        results = [_run_seed(args, seed) for seed in args.seeds]
     except (ValueError, OSError) as error:
         message = str(error).splitlines()[0] if str(error) else repr(error)
         print(f"beft: error: {message}", file=sys.stderr)
         return 2
-    summary = _summarize(results)
+    summary = _summarize(args.command, results)
     atomic_write(
         os.path.join(args.output, "results.json"),
         json.dumps(summary, indent=2) + "\n",
@@ -90,45 +114,103 @@ def main(argv=None):
     return 0
 
 
-def _summarize(results):
-    first = results[0]
-    metrics = {}
-    for name in first["metrics"]:
-        values = [r["metrics"][name] for r in results]
-        metrics[name] = {
-            "per_seed": values,
-            "mean": float(np.mean(values)),
-            "std": float(np.std(values)),
+def _run_seed(args, seed):
+    from beft_keras import pipeline
+
+    output = os.path.join(args.output, f"seed_{seed}")
+    if args.command == "run":
+        return pipeline.run(
+            args.task,
+            data_dir=args.data_dir,
+            model=args.model,
+            regime=args.regime,
+            seed=seed,
+            epochs=args.epochs,
+            probe_epochs=args.probe_epochs,
+            learning_rate=args.learning_rate,
+            batch_size=args.batch_size,
+            sequence_length=args.sequence_length,
+            output=output,
+        )
+    task_run = pipeline.prepare(
+        args.task,
+        data_dir=args.data_dir,
+        model=args.model,
+        regime=args.regime,
+        seed=seed,
+        batch_size=args.batch_size,
+        sequence_length=args.sequence_length,
+    )
+    if args.command == "probe":
+        beft_probe = pipeline.probe(
+            task_run, args.probe_epochs, args.learning_rate
+        )
+        beft_probe.results.to_json(os.path.join(output, "scores.json"))
+        beft_probe.results.to_csv(os.path.join(output, "scores.csv"))
+        beft_probe.results.plot_heatmap(os.path.join(output, "heatmap.png"))
+        return {
+            "task": task_run.spec.name,
+            "model": task_run.model,
+            "seed": seed,
+            "selected": beft_probe.selected,
+            "rankings": beft_probe.results.rankings,
+            "averages": beft_probe.results.averages,
         }
-    return {
+    result = pipeline.tune(
+        task_run, args.terms, args.epochs, args.learning_rate
+    )
+    pipeline.write_outputs(task_run, output)
+    return result
+
+
+def _summarize(command, results):
+    import keras
+
+    first = results[0]
+    summary = {
+        "command": command,
         "task": first["task"],
         "model": first["model"],
-        "backend": first["backend"],
-        "regime": first["regime"],
+        "backend": keras.backend.backend(),
         "seeds": [r["seed"] for r in results],
-        "selected": [r["selected"] for r in results],
-        "trainable_params": first["trainable_params"],
-        "trainable_percent": first["trainable_percent"],
-        "metrics": metrics,
-        "wall_time_s": sum(r["wall_time_s"] for r in results),
-        "runs": results,
     }
+    if "selected" in first:
+        summary["selected"] = [r["selected"] for r in results]
+    if "metrics" in first:
+        summary["terms"] = first["terms"]
+        summary["trainable_params"] = first["trainable_params"]
+        summary["trainable_percent"] = first["trainable_percent"]
+        summary["metrics"] = {
+            name: {
+                "per_seed": [r["metrics"][name] for r in results],
+                "mean": float(np.mean([r["metrics"][name] for r in results])),
+                "std": float(np.std([r["metrics"][name] for r in results])),
+            }
+            for name in first["metrics"]
+        }
+        summary["wall_time_s"] = sum(r["wall_time_s"] for r in results)
+    summary["runs"] = results
+    return summary
 
 
 def _table(summary):
     lines = [
-        f"BEFT on {summary['task']} ({summary['regime']} regime), "
-        f"backend {summary['backend']}",
-        f"  selected term(s): {', '.join(summary['selected'])}",
-        f"  trainable: {summary['trainable_params']:,} params "
-        f"({summary['trainable_percent']:.4f}%)",
+        f"beft {summary['command']}: {summary['task']}, backend "
+        f"{summary['backend']}, seeds {summary['seeds']}"
     ]
-    for name, value in summary["metrics"].items():
+    if "selected" in summary:
+        lines.append(f"  selected term(s): {', '.join(summary['selected'])}")
+    if "metrics" in summary:
         lines.append(
-            f"  {name}: {value['mean']:.4f} ± {value['std']:.4f} "
-            f"over seeds {summary['seeds']}"
+            f"  trained: {', '.join(summary['terms'])}: "
+            f"{summary['trainable_params']:,} params "
+            f"({summary['trainable_percent']:.4f}%)"
         )
-    lines.append(f"  wall time: {summary['wall_time_s']:.1f} s")
+        for name, value in summary["metrics"].items():
+            lines.append(
+                f"  {name}: {value['mean']:.4f} ± {value['std']:.4f}"
+            )
+        lines.append(f"  wall time: {summary['wall_time_s']:.1f} s")
     return "\n".join(lines)
 
 

@@ -1,6 +1,7 @@
 """The whole BEFT method on a GLUE task: probe, select, fine-tune, evaluate."""
 
-import json
+import dataclasses
+import math
 import os
 import time
 
@@ -11,9 +12,17 @@ import numpy as np
 from beft_keras import data
 from beft_keras import metrics as metrics_lib
 from beft_keras.delta import save_delta
-from beft_keras.files import atomic_write
 from beft_keras.probe import BeftProbe
+from beft_keras.terms import TERMS
 from beft_keras.trainable import BiasOnlyTrainable
+
+ALL_BIAS = "all-bias"
+HEAD = "head"
+FULL = "full"
+# What `tune` trains besides bias terms.
+TUNE_MODES = (ALL_BIAS, HEAD, FULL)
+# The paper's learning rate for full fine-tuning.
+FULL_LEARNING_RATE = 1e-5
 
 
 def default_model():
@@ -75,6 +84,200 @@ def evaluate(classifier, spec, dataset):
     return metrics_lib.compute_metrics(spec, labels, predictions)
 
 
+@dataclasses.dataclass
+class TaskRun:
+    """One task, seed and model, ready to train: the data as length-bucketed
+    batches and a freshly loaded classifier.
+
+    Attributes:
+        spec: `TaskSpec`.
+        model: str. The preset name or folder the classifier came from.
+        seed: int.
+        regime: str.
+        train: `Examples`. The training subset.
+        dev: `Examples`. The whole dev set.
+        classifier: the keras-hub text classifier, without preprocessor.
+        train_batches: `tf.data.Dataset`, shuffled every epoch.
+        dev_batches: `tf.data.Dataset`.
+    """
+
+    spec: object
+    model: str
+    seed: int
+    regime: str
+    train: object
+    dev: object
+    classifier: object
+    train_batches: object
+    dev_batches: object
+
+
+def prepare(
+    task,
+    data_dir=None,
+    model=None,
+    regime="low",
+    seed=0,
+    batch_size=16,
+    sequence_length=128,
+    buckets=data.DEFAULT_BUCKETS,
+):
+    """Load a task's data and a classifier for it.
+
+    Args:
+        task: str. A task of `beft_keras.data.TASKS`, e.g. `"sst2"`.
+        data_dir: str or None. A folder of GLUE-style TSV files
+            (`<task>/{train,dev}.tsv`); `None` loads the task from TFDS.
+        model: str or None. A keras-hub preset name or a local preset folder;
+            `None` is the MiniLM package (`default_model()`).
+        regime: str. Training-set size: `"low"`, `"medium"`, `"high"` or
+            `"full"`.
+        seed: int. Seeds the training subset, shuffling and initialisation.
+        batch_size: int. Training batch size.
+        sequence_length: int. The longest padded batch.
+        buckets: tuple of int. Padding lengths: a batch is padded to the
+            smallest that fits it (`(sequence_length,)` pads every batch to
+            the cap).
+
+    Returns:
+        A `TaskRun`.
+    """
+    spec = data.get_task(task)
+    train = data.training_subset(
+        spec, data.load_split(spec, "train", data_dir), regime, seed
+    )
+    dev = data.load_split(spec, "dev", data_dir)
+    model = model or default_model()
+    keras.utils.set_random_seed(seed)
+    preprocessor, classifier = load_classifier(model, spec, sequence_length)
+    train_batches = data.make_dataset(
+        train,
+        preprocessor,
+        batch_size,
+        sequence_length,
+        shuffle=True,
+        seed=seed,
+        buckets=buckets,
+    )
+    dev_batches = data.make_dataset(
+        dev, preprocessor, 64, sequence_length, buckets=buckets
+    )
+    return TaskRun(
+        spec, model, seed, regime, train, dev, classifier, train_batches,
+        dev_batches,
+    )
+
+
+def probe(run, epochs=1, learning_rate=None, probe_batches=32, verbose=1):
+    """Fit every bias of `run.classifier` while a `BeftProbe` scores them.
+
+    Args:
+        run: `TaskRun`.
+        epochs: int. Epochs of the probe fit.
+        learning_rate: float or None. `None` is the paper's bias-only rate.
+        probe_batches: int. Batches on which the Fisher baseline is measured.
+        verbose: int. Keras verbosity.
+
+    Returns:
+        The finished `BeftProbe`.
+    """
+    BiasOnlyTrainable("all").apply(run.classifier)
+    compile_classifier(
+        run.classifier, run.spec, learning_rate or run.spec.learning_rate
+    )
+    beft_probe = BeftProbe(
+        data=run.train_batches, max_batches=probe_batches, verbose=verbose
+    )
+    # The batches shuffle themselves, per epoch, within length buckets.
+    run.classifier.fit(
+        run.train_batches,
+        epochs=epochs,
+        callbacks=[beft_probe],
+        shuffle=False,
+        verbose=verbose,
+    )
+    return beft_probe
+
+
+def tune(run, terms, epochs=None, learning_rate=None, verbose=1):
+    """Fine-tune some of the classifier's weights and evaluate on dev.
+
+    Args:
+        run: `TaskRun`.
+        terms: str or list of str. Bias terms (see `beft_keras.TERMS`), or
+            one of `TUNE_MODES`: `"all-bias"` (BitFit), `"head"` (the head
+            only) or `"full"` (every weight).
+        epochs: int or None. `None` is the paper's number for the task.
+        learning_rate: float or None. `None` is the paper's rate: bias-only
+            for biases and head, `FULL_LEARNING_RATE` for `"full"`.
+        verbose: int. Keras verbosity.
+
+    Returns:
+        A dict: the terms, trainable counts, dev metrics and wall time.
+    """
+    start = time.perf_counter()
+    terms = [terms] if isinstance(terms, str) else list(terms)
+    valid = set(TERMS) | set(TUNE_MODES)
+    if not terms or any(t not in valid for t in terms) or (
+        len(terms) > 1 and set(terms) & set(TUNE_MODES)
+    ):
+        raise ValueError(
+            f"Invalid terms {terms}: give bias terms from {list(TERMS)}, or "
+            f"one of {list(TUNE_MODES)} alone."
+        )
+    classifier = run.classifier
+    if terms == [FULL]:
+        classifier.trainable = True
+        for variable in classifier.weights:
+            variable.trainable = True
+        trainable = sum(math.prod(v.shape) for v in classifier.weights)
+        learning_rate = learning_rate or FULL_LEARNING_RATE
+    else:
+        selection = {ALL_BIAS: "all", HEAD: []}.get(terms[0], terms)
+        summary = BiasOnlyTrainable(selection).apply(classifier)
+        trainable = summary.trainable_params
+    total = sum(math.prod(v.shape) for v in classifier.weights)
+    compile_classifier(
+        classifier, run.spec, learning_rate or run.spec.learning_rate
+    )
+    classifier.fit(
+        run.train_batches,
+        epochs=epochs or run.spec.epochs,
+        shuffle=False,
+        verbose=verbose,
+    )
+    return {
+        "task": run.spec.name,
+        "model": run.model,
+        "backend": keras.backend.backend(),
+        "seed": run.seed,
+        "regime": run.regime,
+        "train_examples": len(run.train),
+        "dev_examples": len(run.dev),
+        "terms": terms,
+        "trainable_params": trainable,
+        "trainable_percent": 100.0 * trainable / total,
+        "metrics": evaluate(classifier, run.spec, run.dev_batches),
+        "wall_time_s": time.perf_counter() - start,
+    }
+
+
+def write_outputs(run, output, beft_probe=None):
+    """Write a run's bias delta and, after a probe, its scores (JSON, CSV)
+    and heatmap into `output`."""
+    os.makedirs(output, exist_ok=True)
+    if beft_probe is not None:
+        beft_probe.results.to_json(os.path.join(output, "scores.json"))
+        beft_probe.results.to_csv(os.path.join(output, "scores.csv"))
+        beft_probe.results.plot_heatmap(
+            os.path.join(output, "heatmap.png"),
+            title=f"BEFT probe, {run.spec.name}, {_model_name(run.model)}",
+        )
+    save_delta(
+        run.classifier, os.path.join(output, "delta.safetensors"), run.model
+    )
+
+
 def run(
     task,
     data_dir=None,
@@ -92,96 +295,30 @@ def run(
 ):
     """Run BEFT on one task and seed: fit all biases while a `BeftProbe`
     scores them, reset, fine-tune only the selected term (and the head), and
-    evaluate on the dev set.
-
-    Args:
-        task: str. A task of `beft_keras.data.TASKS`, e.g. `"sst2"`.
-        data_dir: str or None. A folder of GLUE-style TSV files
-            (`<task>/{train,dev}.tsv`); `None` loads the task from TFDS.
-        model: str or None. A keras-hub preset name or a local preset folder;
-            `None` is the MiniLM package (`default_model()`).
-        regime: str. Training-set size: `"low"`, `"medium"`, `"high"` or
-            `"full"`.
-        seed: int. Seeds the training subset, shuffling and initialisation.
-        epochs: int or None. Epochs of the final fine-tune; `None` is the
-            paper's number for the task.
-        probe_epochs: int. Epochs of the probe fit of all biases.
-        learning_rate: float or None. `None` is the paper's bias-only rate.
-        batch_size: int. Training batch size.
-        sequence_length: int. The longest padded batch; shorter batches are
-            padded to their length bucket only.
-        probe_batches: int. Batches on which the Fisher baseline is measured.
-        output: str or None. A folder for the scores (JSON, CSV), heatmap and
-            bias delta of this seed.
-        verbose: int. Keras verbosity.
+    evaluate on the dev set. Arguments as for `prepare`, `probe` and `tune`;
+    `output` is a folder for the scores, heatmap and bias delta.
 
     Returns:
-        A dict with the selection, the trainable share, the dev metrics and
-        the wall time.
+        The dict of `tune`, with the selection and rankings added.
     """
     start = time.perf_counter()
-    spec = data.get_task(task)
-    train = data.training_subset(
-        spec, data.load_split(spec, "train", data_dir), regime, seed
+    task_run = prepare(
+        task, data_dir, model, regime, seed, batch_size, sequence_length
     )
-    dev = data.load_split(spec, "dev", data_dir)
-    model = model or default_model()
-    keras.utils.set_random_seed(seed)
-    preprocessor, classifier = load_classifier(model, spec, sequence_length)
-    train_batches = data.make_dataset(
-        train, preprocessor, batch_size, sequence_length, shuffle=True, seed=seed
+    beft_probe = probe(
+        task_run, probe_epochs, learning_rate, probe_batches, verbose
     )
-    dev_batches = data.make_dataset(dev, preprocessor, 64, sequence_length)
-    learning_rate = learning_rate or spec.learning_rate
-
-    BiasOnlyTrainable("all").apply(classifier)
-    compile_classifier(classifier, spec, learning_rate)
-    probe = BeftProbe(
-        data=train_batches, max_batches=probe_batches, verbose=verbose
-    )
-    # The batches shuffle themselves, per epoch, within length buckets.
-    classifier.fit(
-        train_batches,
-        epochs=probe_epochs,
-        callbacks=[probe],
-        shuffle=False,
-        verbose=verbose,
-    )
-    summary = probe.apply_selection()
-    classifier.fit(
-        train_batches,
-        epochs=epochs or spec.epochs,
-        shuffle=False,
-        verbose=verbose,
-    )
-    scores = evaluate(classifier, spec, dev_batches)
-    result = {
-        "task": spec.name,
-        "model": model,
-        "backend": keras.backend.backend(),
-        "seed": seed,
-        "regime": regime,
-        "train_examples": len(train),
-        "dev_examples": len(dev),
-        "selected": probe.selected,
-        "rankings": probe.results.rankings,
-        "trainable_params": summary.trainable_params,
-        "trainable_percent": summary.percent,
-        "bias_params": summary.bias_params,
-        "metrics": scores,
-        "wall_time_s": time.perf_counter() - start,
-    }
+    beft_probe.apply_selection()
+    result = tune(task_run, beft_probe.selected, epochs, learning_rate, verbose)
+    result["selected"] = beft_probe.selected
+    result["rankings"] = beft_probe.results.rankings
+    result["wall_time_s"] = time.perf_counter() - start
     if output:
-        os.makedirs(output, exist_ok=True)
-        probe.results.to_json(os.path.join(output, "scores.json"))
-        probe.results.to_csv(os.path.join(output, "scores.csv"))
-        probe.results.plot_heatmap(
-            os.path.join(output, "heatmap.png"),
-            title=f"BEFT probe, {spec.name}, {os.path.basename(model)}",
-        )
-        save_delta(classifier, os.path.join(output, "delta.safetensors"), model)
-        atomic_write(
-            os.path.join(output, "result.json"),
-            json.dumps(result, indent=2) + "\n",
-        )
+        write_outputs(task_run, output, beft_probe)
     return result
+
+
+def _model_name(model):
+    """A short name for a preset or folder: its last meaningful part."""
+    parts = [p for p in os.path.normpath(model).split(os.sep) if p != "model"]
+    return parts[-1] if parts else model

@@ -99,7 +99,8 @@ class BiasOnlyTrainable:
             `beft_keras.TERMS` (`"query"`, `"key"`, `"value"`,
             `"attention_output"`, `"ffn_intermediate"`, `"ffn_output"`,
             `"attention_norm"`, `"ffn_norm"`, `"other"`), or `"all"` for
-            every bias (BitFit). Defaults to `"value"`, the paper's choice.
+            every bias (BitFit); an empty list, with `head=True`, trains
+            the head alone. Defaults to `"value"`, the paper's choice.
         layers: list of int or None. Transformer layers (0-based) whose
             biases train; biases outside transformer layers (`"other"`) are
             not restricted by it. Defaults to `None`, all layers.
@@ -123,7 +124,7 @@ class BiasOnlyTrainable:
     """
 
     def __init__(self, terms="value", layers=None, head=True, verbose=False):
-        self.terms, self._every_term = _validate_terms(terms)
+        self.terms, self._every_term = _validate_terms(terms, head)
         self.layers = _validate_layers(layers)
         self.head = bool(head)
         self.verbose = verbose
@@ -223,14 +224,15 @@ class BiasOnlyTrainable:
         self._model, self._saved_flags = None, None
 
 
-def _validate_terms(terms):
+def _validate_terms(terms, head):
     if isinstance(terms, str):
         terms = [terms]
     terms = list(terms)
     if terms == [ALL]:
         return terms_lib.TERMS, True
     invalid = [t for t in terms if t not in terms_lib.TERMS]
-    if invalid or not terms:
+    # No term at all trains the head alone.
+    if invalid or not (terms or head):
         raise ValueError(
             f"Unknown bias terms {invalid}. Valid terms are "
             f"{list(terms_lib.TERMS)}, or '{ALL}' for every bias. "

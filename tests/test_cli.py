@@ -53,21 +53,12 @@ def _write_task(folder, num_train=48, num_dev=16):
     return folder
 
 
-def _run(args, tmp_path):
-    output = tmp_path / "out"
-    code = cli.main(["run", *args, "--output", str(output)])
-    return code, output
-
-
 def test_beft_run_end_to_end(classifier_preset, tmp_path, capsys):
     data_dir = _write_task(tmp_path / "glue")
-    code, output = _run(
-        [
-            "--task", "sst2", "--data-dir", str(data_dir),
-            "--model", classifier_preset, "--seeds", "0", "1",
-            "--epochs", "1", "--batch-size", "8", "--sequence-length", "12",
-        ],
-        tmp_path,
+    output = tmp_path / "out"
+    code = cli.main(
+        ["run", *_tiny_args(data_dir, classifier_preset), "--seeds", "0", "1",
+         "--epochs", "1", "--output", str(output)]
     )
     assert code == 0
     results = json.loads((output / "results.json").read_text())
@@ -88,7 +79,67 @@ def test_beft_run_end_to_end(classifier_preset, tmp_path, capsys):
         scores = json.loads((seed_dir / "scores.json").read_text())
         assert scores["selected"]["beft"] == results["selected"][seed]
         assert (seed_dir / "delta.safetensors").stat().st_size > 0
-    assert "BEFT on sst2" in capsys.readouterr().out
+    assert "beft run: sst2" in capsys.readouterr().out
+
+
+def _tiny_args(data_dir, classifier_preset):
+    return [
+        "--task", "sst2", "--data-dir", str(data_dir),
+        "--model", classifier_preset, "--batch-size", "8",
+        "--sequence-length", "12",
+    ]
+
+
+def test_beft_probe(classifier_preset, tmp_path):
+    data_dir = _write_task(tmp_path / "glue")
+    output = tmp_path / "probe"
+    code = cli.main(
+        ["probe", *_tiny_args(data_dir, classifier_preset),
+         "--output", str(output)]
+    )
+    assert code == 0
+    results = json.loads((output / "results.json").read_text())
+    scores = json.loads((output / "seed_0" / "scores.json").read_text())
+    assert results["selected"] == [scores["selected"]["beft"]]
+    assert set(scores["rankings"]) == {"beft", "magnitude", "fisher"}
+    assert (output / "seed_0" / "heatmap.png").exists()
+    assert (output / "seed_0" / "scores.csv").exists()
+
+
+@pytest.mark.parametrize(
+    "terms, trainable",
+    [
+        # The head: hidden 8 x 2 classes + 2.
+        (["head"], 18),
+        # Two layers of 8 query and 8 value biases, plus the head.
+        (["query", "value"], 2 * 2 * 8 + 18),
+    ],
+)
+def test_beft_tune(terms, trainable, classifier_preset, tmp_path):
+    data_dir = _write_task(tmp_path / "glue")
+    output = tmp_path / "tune"
+    code = cli.main(
+        ["tune", *_tiny_args(data_dir, classifier_preset), "--terms", *terms,
+         "--epochs", "1", "--output", str(output)]
+    )
+    assert code == 0
+    results = json.loads((output / "results.json").read_text())
+    assert results["terms"] == terms
+    assert results["trainable_params"] == trainable
+    assert 0.0 <= results["metrics"]["accuracy"]["mean"] <= 1.0
+    assert (output / "seed_0" / "delta.safetensors").exists()
+
+
+@pytest.mark.parametrize("command", ["probe", "tune", "run"])
+def test_help(command, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main([command, "--help"])
+    assert exit_info.value.code == 0
+    printed = capsys.readouterr().out
+    for option in ("--task", "--data-dir", "--model", "--regime", "--seeds",
+                   "--learning-rate", "--batch-size", "--sequence-length",
+                   "--output"):
+        assert option in printed
 
 
 @pytest.mark.parametrize(
@@ -98,6 +149,8 @@ def test_beft_run_end_to_end(classifier_preset, tmp_path, capsys):
         ("missing folder", ["--task", "sst2"], "does-not-exist"),
         ("malformed TSV", ["--task", "sst2"], "Line 3 of"),
         ("missing preset", ["--task", "sst2"], "no_such_preset"),
+        ("mixed terms", ["--task", "sst2", "--terms", "full", "value"],
+         "Invalid terms ['full', 'value']"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(
@@ -114,8 +167,11 @@ def test_bad_input_is_one_line_and_exit_2(
         path.write_text("\n".join(lines) + "\n")
     if problem == "missing preset":
         model = "no_such_preset"
-    code, output = _run(
-        [*args, "--data-dir", str(data_dir), "--model", model], tmp_path
+    command = "tune" if problem == "mixed terms" else "run"
+    output = tmp_path / "out"
+    code = cli.main(
+        [command, *args, "--data-dir", str(data_dir), "--model", model,
+         "--output", str(output)]
     )
     assert code == 2
     error = capsys.readouterr().err.strip().splitlines()
