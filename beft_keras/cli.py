@@ -54,6 +54,32 @@ def _parser():
                 "--probe-epochs", type=int, default=1,
                 help="epochs of the probe fit of all biases (default: 1)",
             )
+    predict = commands.add_parser(
+        "predict",
+        help="predict a TSV file with a base model plus a bias delta",
+        description=(
+            "Load the base model, apply a bias delta written by `beft tune` "
+            "or `beft run`, and predict the examples of a TSV file with the "
+            "task's text columns; writes the file's rows with a prediction "
+            "column, and scores them if the file has a label column."
+        ),
+    )
+    predict.add_argument("--task", required=True, help="e.g. sst2")
+    predict.add_argument("--input", required=True, help="TSV file to predict")
+    predict.add_argument(
+        "--delta", required=True, help="delta.safetensors of a tuned run"
+    )
+    predict.add_argument(
+        "--model",
+        help="the base preset the delta was trained on "
+        "(default: the all-MiniLM-L6-v2 package)",
+    )
+    predict.add_argument("--batch-size", type=int, default=64)
+    predict.add_argument("--sequence-length", type=int, default=128)
+    predict.add_argument(
+        "--output", default="predictions.tsv",
+        help="TSV file to write (default: predictions.tsv)",
+    )
     return parser
 
 
@@ -100,6 +126,8 @@ def main(argv=None):
     from beft_keras.files import atomic_write
 
     try:
+        if args.command == "predict":
+            return _predict(args)
         results = [_run_seed(args, seed) for seed in args.seeds]
     except (ValueError, OSError) as error:
         message = str(error).splitlines()[0] if str(error) else repr(error)
@@ -161,6 +189,36 @@ def _run_seed(args, seed):
     )
     pipeline.write_outputs(task_run, output)
     return result
+
+
+def _predict(args):
+    import csv
+    import io
+
+    from beft_keras import pipeline
+    from beft_keras.files import atomic_write
+
+    examples, predictions, metrics = pipeline.predict(
+        args.task,
+        args.input,
+        args.delta,
+        model=args.model,
+        batch_size=args.batch_size,
+        sequence_length=args.sequence_length,
+    )
+    buffer = io.StringIO()
+    writer = csv.writer(
+        buffer, delimiter="\t", quoting=csv.QUOTE_NONE, escapechar="\\"
+    )
+    names = list(examples.features)
+    writer.writerow(names + ["prediction"])
+    for i, prediction in enumerate(predictions.tolist()):
+        writer.writerow([examples.features[n][i] for n in names] + [prediction])
+    atomic_write(args.output, buffer.getvalue())
+    print(f"beft predict: {len(predictions)} predictions in {args.output}")
+    for name, value in (metrics or {}).items():
+        print(f"  {name}: {value:.4f}")
+    return 0
 
 
 def _summarize(command, results):

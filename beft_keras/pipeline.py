@@ -11,6 +11,7 @@ import numpy as np
 
 from beft_keras import data
 from beft_keras import metrics as metrics_lib
+from beft_keras.delta import load_delta
 from beft_keras.delta import save_delta
 from beft_keras.probe import BeftProbe
 from beft_keras.terms import TERMS
@@ -316,6 +317,56 @@ def run(
     if output:
         write_outputs(task_run, output, beft_probe)
     return result
+
+
+def predict(
+    task,
+    path,
+    delta,
+    model=None,
+    batch_size=64,
+    sequence_length=128,
+    allow_base_mismatch=False,
+):
+    """Predict the examples of a TSV file with a base model and a bias delta.
+
+    Args:
+        task: str. The task the delta was trained on, e.g. `"sst2"`.
+        path: str. A TSV file with the task's text columns; a `label`
+            column, if present, is used to score the predictions.
+        delta: str. A bias delta written by `save_delta` (`beft tune/run`).
+        model: str or None. The base preset the delta was trained on;
+            `None` is the MiniLM package.
+        batch_size: int.
+        sequence_length: int.
+        allow_base_mismatch: bool. Load the delta even if it was made for
+            another base (see `load_delta`).
+
+    Returns:
+        A tuple `(examples, predictions, metrics)`, `metrics` being `None`
+        when the file has no labels.
+    """
+    spec = data.get_task(task)
+    examples, has_labels = data.read_tsv(spec, path, labelled=False)
+    model = model or default_model()
+    preprocessor, classifier = load_classifier(model, spec, sequence_length)
+    load_delta(classifier, delta, allow_base_mismatch=allow_base_mismatch)
+    # A single padding length keeps the batches in the file's order.
+    batches = data.make_dataset(
+        examples,
+        preprocessor,
+        batch_size,
+        sequence_length,
+        buckets=(sequence_length,),
+    )
+    logits = classifier.predict(batches, verbose=0)
+    predictions = metrics_lib.predictions_from_logits(spec, logits)
+    metrics = None
+    if has_labels:
+        metrics = metrics_lib.compute_metrics(
+            spec, examples.labels, predictions
+        )
+    return examples, predictions, metrics
 
 
 def _model_name(model):

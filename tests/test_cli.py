@@ -178,3 +178,71 @@ def test_bad_input_is_one_line_and_exit_2(
     assert len(error) == 1 and error[0].startswith("beft: error: ")
     assert message in error[0]
     assert not (output / "results.json").exists()
+
+
+def test_beft_predict_with_a_tuned_delta(classifier_preset, tmp_path, capsys):
+    data_dir = _write_task(tmp_path / "glue")
+    output = tmp_path / "tune"
+    args = _tiny_args(data_dir, classifier_preset)
+    assert cli.main(
+        ["tune", *args, "--epochs", "2", "--output", str(output)]
+    ) == 0
+    tuned = json.loads((output / "results.json").read_text())
+    capsys.readouterr()
+
+    dev = data_dir / "sst2" / "dev.tsv"
+    predictions = tmp_path / "predictions.tsv"
+    code = cli.main(
+        ["predict", "--task", "sst2", "--input", str(dev),
+         "--delta", str(output / "seed_0" / "delta.safetensors"),
+         "--model", classifier_preset, "--sequence-length", "12",
+         "--output", str(predictions)]
+    )
+    assert code == 0
+    rows = [line.split("\t") for line in predictions.read_text().splitlines()]
+    assert rows[0] == ["sentence", "prediction"]
+    labels = [line.split("\t")[1] for line in dev.read_text().splitlines()[1:]]
+    assert [r[0] for r in rows[1:]] == [
+        line.split("\t")[0] for line in dev.read_text().splitlines()[1:]
+    ]
+    accuracy = np.mean([r[1] == label for r, label in zip(rows[1:], labels)])
+    # The same weights as at the end of `tune`: the same dev accuracy.
+    assert accuracy == tuned["metrics"]["accuracy"]["mean"]
+    assert f"accuracy: {accuracy:.4f}" in capsys.readouterr().out
+
+    # Unlabelled texts are predicted too.
+    unlabelled = tmp_path / "texts.tsv"
+    unlabelled.write_text("sentence\nthe film was good\nthe film was awful\n")
+    assert cli.main(
+        ["predict", "--task", "sst2", "--input", str(unlabelled),
+         "--delta", str(output / "seed_0" / "delta.safetensors"),
+         "--model", classifier_preset, "--sequence-length", "12",
+         "--output", str(predictions)]
+    ) == 0
+    assert len(predictions.read_text().splitlines()) == 3
+
+
+def test_regression_task(classifier_preset, tmp_path):
+    """STS-B: sentence pairs, float labels, a one-output regression head."""
+    rng = np.random.default_rng(0)
+    os.makedirs(tmp_path / "glue" / "stsb")
+    for split in ("train", "dev"):
+        lines = ["sentence1\tsentence2\tlabel"]
+        for _ in range(24):
+            a, b = rng.choice(WORDS, 3), rng.choice(WORDS, 3)
+            score = 5.0 * len(set(a) & set(b)) / 3
+            lines.append(f"{' '.join(a)}\t{' '.join(b)}\t{score:.2f}")
+        (tmp_path / "glue" / "stsb" / f"{split}.tsv").write_text(
+            "\n".join(lines) + "\n"
+        )
+    output = tmp_path / "out"
+    code = cli.main(
+        ["tune", "--task", "stsb", "--data-dir", str(tmp_path / "glue"),
+         "--model", classifier_preset, "--epochs", "1", "--batch-size", "8",
+         "--sequence-length", "12", "--output", str(output)]
+    )
+    assert code == 0
+    results = json.loads((output / "results.json").read_text())
+    assert list(results["metrics"]) == ["pearson", "spearman"]
+    # value biases (2 x 8) and a one-output head (8 + 1).
+    assert results["trainable_params"] == 16 + 9

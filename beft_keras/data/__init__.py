@@ -7,6 +7,7 @@ from beft_keras.data.batching import make_dataset
 from beft_keras.data.batching import padding_efficiency
 from beft_keras.data.readers import Examples
 from beft_keras.data.readers import load_split
+from beft_keras.data.readers import read_tsv
 from beft_keras.data.readers import subsample
 from beft_keras.data.readers import training_subset
 from beft_keras.data.tasks import REGIMES

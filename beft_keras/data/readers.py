@@ -96,7 +96,8 @@ def load_split(task, split, data_dir=None):
         )
     if data_dir is None:
         return _load_tfds(spec, split)
-    return _read_tsv(spec, _tsv_path(spec, split, data_dir))
+    examples, _ = _read_tsv(spec, _tsv_path(spec, split, data_dir))
+    return examples
 
 
 def subsample(examples, size, seed):
@@ -176,8 +177,31 @@ def _tsv_path(spec, split, data_dir):
     return path
 
 
-def _read_tsv(spec, path):
-    required = spec.features + (LABEL,)
+def read_tsv(task, path, labelled=True):
+    """Read examples of a task from one TSV file, such as texts to predict.
+
+    Args:
+        task: str or `TaskSpec`. The task whose text columns the file holds.
+        path: str. A GLUE-style TSV file (see `load_split`).
+        labelled: bool. Whether the file must have a `label` column. If
+            `False` and it has none, the examples' labels are zeros, to be
+            ignored.
+
+    Returns:
+        A tuple `(examples, has_labels)`.
+    """
+    spec = get_task(task)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"File '{path}' does not exist.")
+    return _read_tsv(spec, path, labelled)
+
+
+def _read_tsv(spec, path, labelled=True):
+    """The examples of a TSV file, and whether it had labels."""
+    with open(path, encoding="utf-8", newline="") as file:
+        header = next(csv.reader(file, delimiter="\t"), [])
+    has_labels = labelled or LABEL in header
+    required = spec.features + ((LABEL,) if has_labels else ())
     # GLUE texts contain quotes, which are text, not CSV quoting.
     with open(path, encoding="utf-8", newline="") as file:
         rows = csv.reader(file, delimiter="\t", quoting=csv.QUOTE_NONE)
@@ -192,7 +216,7 @@ def _read_tsv(spec, path):
                 f"{header}."
             )
         feature_columns = [header.index(name) for name in spec.features]
-        label_column = header.index(LABEL)
+        label_column = header.index(LABEL) if has_labels else None
         texts, labels = [], []
         for row in rows:
             # A blank line, such as a trailing one, holds no example.
@@ -206,10 +230,12 @@ def _read_tsv(spec, path):
             texts.append([row[column] for column in feature_columns])
             labels.append(
                 _parse_label(spec, row[label_column], path, rows.line_num)
+                if has_labels
+                else 0
             )
     if not labels:
         raise DataError(f"File '{path}' has a header but no examples.")
-    return _examples(spec, list(zip(*texts)), labels)
+    return _examples(spec, list(zip(*texts)), labels), has_labels
 
 
 def _parse_label(spec, text, path, line):
