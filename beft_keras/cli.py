@@ -1,11 +1,17 @@
 """The `beft` command: a thin layer over `beft_keras.pipeline`."""
 
 import argparse
+import csv
+import io
 import json
 import os
 import sys
 
+import keras
 import numpy as np
+
+from beft_keras import pipeline
+from beft_keras.files import atomic_write
 
 _DESCRIPTIONS = {
     "probe": (
@@ -120,11 +126,6 @@ def _add_common_arguments(command):
 
 def main(argv=None):
     args = _parser().parse_args(argv)
-    # TensorFlow's C++ start-up notices would bury the progress bars.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    # Import late: `beft --help` should not wait for TensorFlow and friends.
-    from beft_keras.files import atomic_write
-
     try:
         if args.command == "predict":
             return _predict(args)
@@ -143,8 +144,6 @@ def main(argv=None):
 
 
 def _run_seed(args, seed):
-    from beft_keras import pipeline
-
     output = os.path.join(args.output, f"seed_{seed}")
     if args.command == "run":
         return pipeline.run(
@@ -192,12 +191,6 @@ def _run_seed(args, seed):
 
 
 def _predict(args):
-    import csv
-    import io
-
-    from beft_keras import pipeline
-    from beft_keras.files import atomic_write
-
     examples, predictions, metrics = pipeline.predict(
         args.task,
         args.input,
@@ -222,8 +215,6 @@ def _predict(args):
 
 
 def _summarize(command, results):
-    import keras
-
     first = results[0]
     summary = {
         "command": command,
