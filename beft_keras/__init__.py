@@ -1,5 +1,8 @@
 """beft-keras: bias-efficient fine-tuning (BEFT) of language models in Keras."""
 
+from beft_keras.added_biases import AddedBiasError
+from beft_keras.added_biases import add_bias
+from beft_keras.added_biases import add_biases
 from beft_keras.data import DataError
 from beft_keras.data import TaskSpec
 from beft_keras.data import get_task
@@ -13,6 +16,15 @@ from beft_keras.delta import save_delta
 from beft_keras.metrics import compute_metrics
 from beft_keras.metrics import predictions_from_logits
 from beft_keras.probe import BeftProbe
+from beft_keras.prompting import SQUAD_TEMPLATE
+from beft_keras.prompting import SST2_TEMPLATE
+from beft_keras.prompting import SST2_VERBALIZER
+from beft_keras.prompting import PromptError
+from beft_keras.prompting import PromptTemplate
+from beft_keras.prompting import Verbalizer
+from beft_keras.prompting import VerbalizerClassifier
+from beft_keras.prompting import classification_inputs
+from beft_keras.prompting import generation_inputs
 from beft_keras.report import BeftResults
 from beft_keras.terms import PAPER_SYMBOLS
 from beft_keras.terms import TERMS

@@ -42,25 +42,38 @@ PAPER_SYMBOLS = {
     OTHER: "b_other",
 }
 
-# Sub-layers of an attention layer, by attribute. Keras `MultiHeadAttention`,
-# keras-hub's `CachedMultiHeadAttention` and the keras-hub decoder attentions
-# (Llama, Mistral, Qwen, ...) all name their projections this way.
-_ATTENTION_ROLES = {
-    "_query_dense": QUERY,
-    "_key_dense": KEY,
-    "_value_dense": VALUE,
-    "_output_dense": ATTENTION_OUTPUT,
-}
+# Sub-layers of an attention layer, by attribute, one naming per dict. Keras
+# `MultiHeadAttention`, keras-hub's `CachedMultiHeadAttention` and the
+# keras-hub decoder attentions (Llama, Mistral, Qwen, ...) use the first;
+# keras-hub's Gemma attention the second.
+_ATTENTION_NAMINGS = (
+    {
+        "_query_dense": QUERY,
+        "_key_dense": KEY,
+        "_value_dense": VALUE,
+        "_output_dense": ATTENTION_OUTPUT,
+    },
+    {
+        "query_dense": QUERY,
+        "key_dense": KEY,
+        "value_dense": VALUE,
+        "output_dense": ATTENTION_OUTPUT,
+    },
+)
 # Sub-layers of a transformer block, by attribute: keras-hub's
 # `TransformerEncoder` (BERT, RoBERTa, DistilBERT), `TransformerDecoder`
-# (OPT, GPT-2) and the decoder blocks of the newer keras-hub models.
-_BLOCK_ATTENTION = "_self_attention_layer"
+# (OPT, GPT-2), the decoder blocks of the newer keras-hub models, and
+# Gemma's decoder block (`attention`, `gating_ffw`, ...).
+_BLOCK_ATTENTIONS = ("_self_attention_layer", "attention")
 _BLOCK_ROLES = {
     "_self_attention_layer_norm": ATTENTION_NORM,
     "_self_attention_layernorm": ATTENTION_NORM,
     "_feedforward_intermediate_dense": FFN_INTERMEDIATE,
     "_feedforward_gate_dense": FFN_INTERMEDIATE,
+    "gating_ffw": FFN_INTERMEDIATE,
+    "gating_ffw_2": FFN_INTERMEDIATE,
     "_feedforward_output_dense": FFN_OUTPUT,
+    "ffw_linear": FFN_OUTPUT,
     "_feedforward_layer_norm": FFN_NORM,
     "_feedforward_layernorm": FFN_NORM,
 }
@@ -115,7 +128,8 @@ def bias_terms(model):
       the self-attention, the two feed-forward denses and the two layer
       norms.
     - Any other `keras.layers.MultiHeadAttention` (or a layer with the same
-      `_query_dense`/`_key_dense`/`_value_dense`/`_output_dense` sub-layers)
+      `_query_dense`/`_key_dense`/`_value_dense`/`_output_dense` sub-layers,
+      or Gemma's `query_dense`/`key_dense`/`value_dense`/`output_dense`)
       gives `"query"`, `"key"`, `"value"` and `"attention_output"`.
     - Every other bias, for example embedding layer norms, a pooler or a
       classification head, is `"other"`.
@@ -155,7 +169,7 @@ def bias_terms(model):
             "yet. Build it first, e.g. by calling it on a batch of inputs."
         )
     layers = walk_layers(model)
-    roles = _roles(layers)
+    roles = layer_roles(layers)
     biases = []
     seen = set()
     for layer in layers:
@@ -196,7 +210,7 @@ def head_variables(model):
         return [v for v in model.weights if id(v) not in in_backbone]
     for layer in reversed(getattr(model, "layers", [])):
         if layer.weights:
-            roles = _roles(walk_layers(layer))
+            roles = layer_roles(walk_layers(layer))
             if any(term != OTHER for term, _ in roles.values()):
                 return []
             return list(layer.weights)
@@ -216,36 +230,53 @@ def walk_layers(layer):
     return layers
 
 
-def _roles(layers):
+def layer_roles(layers):
     """Maps `id(layer)` to `(term, layer_index)` for every layer whose biases
     belong to a transformer term."""
     roles = {}
     next_index = 0
     for layer in layers:
-        attention = getattr(layer, _BLOCK_ATTENTION, None)
-        if _is_attention(attention):
+        attention = _block_attention(layer)
+        if attention is not None:
             roles[id(attention)] = (None, next_index)
             for attribute, term in _BLOCK_ROLES.items():
                 sublayer = getattr(layer, attribute, None)
                 if isinstance(sublayer, keras.layers.Layer):
                     roles[id(sublayer)] = (term, next_index)
             next_index += 1
-        if _is_attention(layer):
+        naming = _attention_naming(layer)
+        if naming is not None:
             if id(layer) in roles:
                 layer_index = roles[id(layer)][1]
             else:
                 layer_index = next_index
                 next_index += 1
-            for attribute, term in _ATTENTION_ROLES.items():
+            for attribute, term in naming.items():
                 roles[id(getattr(layer, attribute))] = (term, layer_index)
     return {key: role for key, role in roles.items() if role[0] is not None}
 
 
-def _is_attention(layer):
-    return isinstance(layer, keras.layers.Layer) and all(
-        isinstance(getattr(layer, attribute, None), keras.layers.Layer)
-        for attribute in _ATTENTION_ROLES
-    )
+def _block_attention(layer):
+    """The self-attention of a transformer block, or None."""
+    for attribute in _BLOCK_ATTENTIONS:
+        attention = getattr(layer, attribute, None)
+        if _attention_naming(attention) is not None:
+            return attention
+    return None
+
+
+def _attention_naming(layer):
+    """The naming of an attention layer's projections, or None for a layer
+    that is not an attention layer."""
+    if not isinstance(layer, keras.layers.Layer):
+        return None
+    for naming in _ATTENTION_NAMINGS:
+        if all(
+            isinstance(getattr(layer, attribute, None), keras.layers.Layer)
+            for attribute in naming
+        ):
+            return naming
+    return None
 
 
 def _own_biases(layer):

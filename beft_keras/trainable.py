@@ -189,7 +189,7 @@ class BiasOnlyTrainable:
         if self._model is None:
             # Applied twice without `restore()`: keep the original flags.
             self._model, self._saved_flags = model, saved_flags
-        _recompile(model)
+        recompile(model)
 
         inert = _INERT_TERMS.get(model, frozenset())
         if not self._every_term and set(self.terms) <= inert:
@@ -220,7 +220,7 @@ class BiasOnlyTrainable:
             layer.trainable = flag
         for variable, flag in variable_flags:
             variable.trainable = flag
-        _recompile(self._model)
+        recompile(self._model)
         self._model, self._saved_flags = None, None
 
 
@@ -263,7 +263,7 @@ def _flags(model):
     )
 
 
-def _recompile(model):
+def recompile(model):
     """Recompile a compiled model so that Keras collects the new trainable
     variables on every backend."""
     if not getattr(model, "compiled", False):

@@ -1,0 +1,338 @@
+"""Prompted fine-tuning of causal LMs, MeZO style: classification as the
+next-token scores of verbaliser words after a prompt, generation as the LM
+loss on the answer tokens only."""
+
+import dataclasses
+
+import keras
+import numpy as np
+
+
+class PromptError(ValueError):
+    """A prompt, answer or verbaliser word that cannot be encoded."""
+
+
+@dataclasses.dataclass(frozen=True)
+class PromptTemplate:
+    """A prompt with named `{field}` slots, filled by `format`.
+
+    Attributes:
+        text: str. The prompt, e.g. `"{sentence} It was"`. The answer (a
+            verbaliser word or a generated answer) follows it directly.
+
+    Example:
+    ```python
+    template = beft_keras.PromptTemplate("{sentence} It was")
+    template.format(sentence="A gripping film.")  # "A gripping film. It was"
+    ```
+    """
+
+    text: str
+
+    def format(self, **fields):
+        try:
+            return self.text.format(**fields)
+        except KeyError as error:
+            raise PromptError(
+                f"Template {self.text!r} needs the field {error.args[0]!r}. "
+                f"Received fields: {sorted(fields)}"
+            ) from None
+
+
+@dataclasses.dataclass(frozen=True)
+class Verbalizer:
+    """One word per class, scored as the token that follows the prompt.
+
+    Attributes:
+        words: tuple of str or int. The word of each class, in class order,
+            with the leading space a byte-pair tokenizer needs to read it as
+            a word after the prompt (`" great"`), or token ids directly.
+
+    Example:
+    ```python
+    verbalizer = beft_keras.Verbalizer((" terrible", " great"))
+    verbalizer.token_ids(causal_lm.preprocessor.tokenizer)  # two ids
+    ```
+    """
+
+    words: tuple
+
+    def token_ids(self, tokenizer=None):
+        """The token id of each word.
+
+        Args:
+            tokenizer: a keras-hub tokenizer, or `None` when `words` are
+                token ids. Defaults to `None`.
+
+        Returns:
+            A list of int, one per class.
+
+        Raises:
+            PromptError: if a word is not exactly one token, or two classes
+                share a token.
+        """
+        ids = []
+        for word in self.words:
+            if not isinstance(word, str):
+                ids.append(int(word))
+                continue
+            if tokenizer is None:
+                raise PromptError(
+                    f"Verbaliser word {word!r} needs a tokenizer to become "
+                    "a token id. Pass `tokenizer`, or give token ids."
+                )
+            tokens = _token_list(tokenizer(word))
+            if len(tokens) != 1:
+                raise PromptError(
+                    f"Verbaliser word {word!r} is {len(tokens)} tokens "
+                    f"{tokens} for this tokenizer; each word must be one "
+                    "token (a leading space often makes it one)."
+                )
+            ids.append(tokens[0])
+        if len(set(ids)) != len(ids):
+            raise PromptError(
+                f"Verbaliser words {list(self.words)} share a token: {ids}."
+            )
+        return ids
+
+
+# The prompts of MeZO (Malladi et al., 2023), which the BEFT paper follows
+# for OPT.
+SST2_TEMPLATE = PromptTemplate("{sentence} It was")
+SST2_VERBALIZER = Verbalizer((" terrible", " great"))
+SQUAD_TEMPLATE = PromptTemplate(
+    "Title: {title}\nContext: {context}\nQuestion: {question}\nAnswer:"
+)
+
+
+def classification_inputs(prompts, labels, tokenizer=None, sequence_length=128):
+    """Token ids of prompts, right-padded, for a `VerbalizerClassifier`.
+
+    A prompt longer than `sequence_length` loses tokens from its start
+    (after the start token): the verbaliser word follows its end.
+
+    Args:
+        prompts: list of str, formatted prompts (`PromptTemplate.format`);
+            or, with `tokenizer=None`, lists of token ids, start token
+            included.
+        labels: list of int, the class of each prompt (its verbaliser
+            word's index).
+        tokenizer: a keras-hub tokenizer (`causal_lm.preprocessor.tokenizer`),
+            whose start token, if it has one, begins every prompt; `None`
+            for token ids. Defaults to `None`.
+        sequence_length: int. Length of the padded inputs. Defaults to
+            `128`.
+
+    Returns:
+        A tuple `(x, y)`: `x` a dict of `"token_ids"` and `"padding_mask"`
+        arrays of shape `(len(prompts), sequence_length)`, `y` the labels
+        as int32.
+
+    Example:
+    ```python
+    prompts = [beft_keras.SST2_TEMPLATE.format(sentence=s) for s in sentences]
+    x, y = beft_keras.classification_inputs(prompts, labels, tokenizer)
+    classifier.fit(x, y, batch_size=8, epochs=5)
+    ```
+    """
+    keep = _kept_start(tokenizer)
+    sequences = [
+        _truncate(prompt, sequence_length, keep)
+        for prompt in _token_lists(prompts, tokenizer)
+    ]
+    token_ids, padding_mask = _pack(sequences, sequence_length, tokenizer)
+    labels = np.asarray(labels, dtype="int32")
+    if labels.shape != (len(sequences),):
+        raise PromptError(
+            f"`labels` must have one class per prompt: {len(sequences)}. "
+            f"Received: labels of shape {labels.shape}"
+        )
+    return {"token_ids": token_ids, "padding_mask": padding_mask}, labels
+
+
+def generation_inputs(prompts, answers, tokenizer=None, sequence_length=128):
+    """Causal-LM training data that puts the loss on the answers only.
+
+    Each example is the prompt followed by its answer (and the tokenizer's
+    end token, so that the model learns to stop), shifted by one token as a
+    keras-hub `CausalLMPreprocessor` shifts it; the sample weights are 1 at
+    the positions that predict an answer token and 0 at the prompt and the
+    padding. A prompt that does not fit loses tokens from its start.
+
+    Args:
+        prompts: list of str, formatted prompts; or, with `tokenizer=None`,
+            lists of token ids, start token included.
+        answers: list of str, the answer of each prompt, with its leading
+            space (`" Denver Broncos"`); or lists of token ids, end token
+            included if wanted.
+        tokenizer: a keras-hub tokenizer, or `None` for token ids. Defaults
+            to `None`.
+        sequence_length: int. Length of the model's inputs. Defaults to
+            `128`.
+
+    Returns:
+        A tuple `(x, y, sample_weight)` for `causal_lm.fit` (a causal LM
+        with `preprocessor=None`, compiled with `weighted_metrics`).
+
+    Example:
+    ```python
+    template = beft_keras.SQUAD_TEMPLATE
+    prompts = [template.format(**example) for example in examples]
+    answers = [" " + example["answer"] for example in examples]
+    x, y, weights = beft_keras.generation_inputs(prompts, answers, tokenizer)
+    causal_lm.fit(x, y, sample_weight=weights, batch_size=8)
+    ```
+    """
+    prompts = _token_lists(prompts, tokenizer)
+    answers = _token_lists(answers, tokenizer, start=False)
+    if len(answers) != len(prompts):
+        raise PromptError(
+            f"`answers` must have one answer per prompt: {len(prompts)}. "
+            f"Received: {len(answers)} answers"
+        )
+    end = getattr(tokenizer, "end_token_id", None)
+    keep = _kept_start(tokenizer)
+    sequences, weights = [], []
+    for i, (prompt, answer) in enumerate(zip(prompts, answers)):
+        answer = answer + ([end] if end is not None else [])
+        # One token more than the inputs: targets are shifted by one.
+        room = sequence_length + 1 - len(answer)
+        if room <= keep:
+            raise PromptError(
+                f"Example {i} does not fit: its answer is {len(answer)} "
+                f"tokens, which leaves no room for its prompt at "
+                f"sequence_length={sequence_length}. Raise `sequence_length`."
+            )
+        prompt = _truncate(prompt, room, keep)
+        sequences.append(prompt + answer)
+        weights.append([0] * len(prompt) + [1] * len(answer))
+    token_ids, padding_mask = _pack(sequences, sequence_length + 1, tokenizer)
+    weights, _ = _pack(weights, sequence_length + 1, None)
+    x = {"token_ids": token_ids[:, :-1], "padding_mask": padding_mask[:, :-1]}
+    return x, token_ids[:, 1:], weights[:, 1:].astype("float32")
+
+
+@keras.saving.register_keras_serializable(package="beft_keras")
+class VerbalizerClassifier(keras.Model):
+    """Classify prompts by a causal LM's next-token scores of verbaliser words.
+
+    The logit of class `c` is the language model's logit, at the last token
+    of the prompt, of the token of verbaliser word `c`: the score the LM's
+    own head gives that word as the next token. Trained with sparse
+    categorical cross-entropy over these logits, as MeZO and the BEFT paper
+    train OPT on classification tasks. The model holds nothing but the
+    backbone (the LM head is the backbone's tied or reverse embedding), so
+    `BiasOnlyTrainable("value")` trains the value biases alone and a delta
+    saved from it loads onto the causal LM of the same backbone.
+
+    Args:
+        backbone: a keras-hub decoder backbone with a `token_embedding`
+            that maps hidden states back to the vocabulary, as the causal
+            LM's head does: `OPTBackbone`, `GPT2Backbone`, `QwenBackbone`,
+            `LlamaBackbone`, ... (`causal_lm.backbone`).
+        verbalizer_token_ids: list of int. The token of each class's word,
+            e.g. from `Verbalizer.token_ids(tokenizer)`.
+
+    Example:
+    ```python
+    causal_lm = keras_hub.models.OPTCausalLM.from_preset("opt_125m_en")
+    tokenizer = causal_lm.preprocessor.tokenizer
+    classifier = beft_keras.VerbalizerClassifier(
+        causal_lm.backbone, beft_keras.SST2_VERBALIZER.token_ids(tokenizer)
+    )
+    prompts = [beft_keras.SST2_TEMPLATE.format(sentence=s) for s in sentences]
+    x, y = beft_keras.classification_inputs(prompts, labels, tokenizer)
+    beft_keras.BiasOnlyTrainable("value").apply(classifier)
+    classifier.compile(
+        optimizer=keras.optimizers.AdamW(1e-3),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["sparse_categorical_accuracy"],
+    )
+    classifier.fit(x, y, batch_size=8, epochs=5)
+    ```
+    """
+
+    def __init__(self, backbone, verbalizer_token_ids, **kwargs):
+        token_ids = [int(i) for i in verbalizer_token_ids]
+        if len(set(token_ids)) < 2:
+            raise PromptError(
+                "`verbalizer_token_ids` must hold at least two different "
+                f"tokens. Received: {token_ids}"
+            )
+        # Functional, as keras-hub tasks are: built as soon as it exists.
+        inputs = backbone.input
+        hidden = backbone(inputs)
+        # Prompts are right-padded: the last real token predicts the word.
+        lengths = keras.ops.sum(
+            keras.ops.cast(inputs["padding_mask"], "int32"), axis=1
+        )
+        last = keras.ops.maximum(lengths - 1, 0)
+        hidden = keras.ops.take_along_axis(
+            hidden, last[:, None, None], axis=1
+        )[:, 0]
+        logits = backbone.token_embedding(hidden, reverse=True)
+        logits = keras.ops.take(logits, token_ids, axis=-1)
+        logits = keras.ops.cast(logits, "float32")
+        super().__init__(inputs=inputs, outputs=logits, **kwargs)
+        self.backbone = backbone
+        self.verbalizer_token_ids = token_ids
+
+    def get_config(self):
+        # Not the functional config: the constructor's arguments.
+        return {
+            "backbone": keras.layers.serialize(self.backbone),
+            "verbalizer_token_ids": self.verbalizer_token_ids,
+            "name": self.name,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["backbone"] = keras.layers.deserialize(config["backbone"])
+        return cls(**config)
+
+
+def _token_lists(texts, tokenizer, start=True):
+    """Token ids of each text as a list of int; the tokenizer's start token
+    first, if it has one and `start`."""
+    if tokenizer is None:
+        return [[int(t) for t in text] for text in texts]
+    texts = list(texts)
+    if not all(isinstance(text, str) for text in texts):
+        raise PromptError(
+            "With a tokenizer, prompts and answers must be strings; pass "
+            "`tokenizer=None` for token ids."
+        )
+    start_id = getattr(tokenizer, "start_token_id", None) if start else None
+    prefix = [] if start_id is None else [start_id]
+    return [prefix + _token_list(tokens) for tokens in tokenizer(texts)]
+
+
+def _token_list(tokens):
+    return [int(t) for t in np.asarray(tokens)]
+
+
+def _kept_start(tokenizer):
+    """How many tokens at a prompt's start truncation keeps: its start
+    token. Token ids are given with theirs; a tokenizer may have none."""
+    if tokenizer is None:
+        return 1
+    return int(getattr(tokenizer, "start_token_id", None) is not None)
+
+
+def _truncate(prompt, length, keep):
+    """`prompt` cut to `length` tokens from its start, after its first
+    `keep` tokens: the answer or verbaliser word follows its end."""
+    if len(prompt) <= length:
+        return prompt
+    return prompt[:keep] + prompt[len(prompt) - length + keep :]
+
+
+def _pack(sequences, length, tokenizer):
+    pad = getattr(tokenizer, "pad_token_id", None) or 0
+    token_ids = np.full((len(sequences), length), pad, dtype="int32")
+    padding_mask = np.zeros((len(sequences), length), dtype="bool")
+    for i, sequence in enumerate(sequences):
+        token_ids[i, : len(sequence)] = sequence
+        padding_mask[i, : len(sequence)] = True
+    return token_ids, padding_mask

@@ -1,0 +1,318 @@
+import keras
+import keras_hub
+import numpy as np
+import pytest
+
+import beft_keras
+from beft_keras.prompting import SST2_TEMPLATE
+from beft_keras.prompting import SST2_VERBALIZER
+from beft_keras.prompting import PromptError
+from beft_keras.prompting import PromptTemplate
+from beft_keras.prompting import VerbalizerClassifier
+from beft_keras.prompting import Verbalizer
+from beft_keras.prompting import classification_inputs
+from beft_keras.prompting import generation_inputs
+from tests.conftest import SEQUENCE_LENGTH
+from tests.conftest import VOCABULARY_SIZE
+from tests.conftest import snapshot
+
+# The toy task's tokens: `<s> w1 w2 It was`, where one of w1, w2 is a
+# positive or a negative word and the rest are filler; the class is the
+# next token, " terrible" or " great".
+START = 2
+FILLER = (5, 30)
+POSITIVE, NEGATIVE, IT, WAS, TERRIBLE, GREAT = 30, 31, 32, 33, 34, 35
+SENTENCE_LENGTH = 2
+
+SMALL_CONFIG = dict(
+    vocabulary_size=VOCABULARY_SIZE,
+    num_layers=2,
+    hidden_dim=8,
+    intermediate_dim=16,
+)
+
+
+@pytest.fixture(scope="module")
+def prompt_preset(tmp_path_factory):
+    """A tiny OPT whose weights (but its norms' scales, ones) are drawn from
+    numpy, the same on every backend, at scales where its prompt logits are
+    not all alike."""
+    backbone = keras_hub.models.OPTBackbone(
+        vocabulary_size=VOCABULARY_SIZE,
+        num_layers=2,
+        num_heads=2,
+        hidden_dim=16,
+        intermediate_dim=32,
+        max_sequence_length=SEQUENCE_LENGTH,
+        dropout=0.0,
+    )
+    rng = np.random.default_rng(2)
+    for variable in backbone.weights:
+        if variable.path.endswith(("bias", "beta")):
+            variable.assign(rng.normal(0.0, 0.5, variable.shape))
+        elif variable.path.endswith("kernel"):
+            fan_in = variable.shape[0]
+            variable.assign(rng.normal(0.0, fan_in**-0.5, variable.shape))
+        elif "embedding" in variable.path:
+            variable.assign(rng.normal(0.0, 1.0, variable.shape))
+    folder = tmp_path_factory.mktemp("prompt_opt_preset")
+    backbone.save_to_preset(str(folder))
+    return str(folder)
+
+
+def sst2_like(num_examples, seed):
+    """Token-id prompts and labels of the toy task."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 2, num_examples)
+    prompts = []
+    for label in labels:
+        sentence = list(rng.integers(*FILLER, SENTENCE_LENGTH))
+        word = POSITIVE if label else NEGATIVE
+        sentence[rng.integers(SENTENCE_LENGTH)] = word
+        prompts.append([START, *sentence, IT, WAS])
+    return prompts, labels
+
+
+def tiny_tokenizer():
+    """An OPT byte-pair tokenizer that knows a few words after a space."""
+    words = ("It", "was", "great", "terrible", "good", "movie")
+    vocabulary = {"<pad>": 1, "</s>": 2}
+    merges = []
+    for word in words:
+        token = "Ġ" + word
+        for end in range(2, len(token) + 1):
+            vocabulary.setdefault(token[:end], len(vocabulary) + 1)
+        merges += [f"{token[:i]} {token[i]}" for i in range(1, len(token))]
+    for char in sorted(set("Ġ" + "".join(words))):
+        vocabulary.setdefault(char, len(vocabulary) + 1)
+    return keras_hub.models.OPTTokenizer(
+        vocabulary=vocabulary, merges=list(dict.fromkeys(merges))
+    )
+
+
+def _compile(model, learning_rate):
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["sparse_categorical_accuracy"],
+    )
+
+
+def _classifier(preset):
+    backbone = keras_hub.models.OPTBackbone.from_preset(preset)
+    token_ids = Verbalizer((TERRIBLE, GREAT)).token_ids()
+    return VerbalizerClassifier(backbone, token_ids)
+
+
+def _value_paths(model):
+    return {b.path for b in beft_keras.bias_terms(model) if b.term == "value"}
+
+
+def _next_token_logits(causal_lm, x, token_ids):
+    logits = keras.ops.convert_to_numpy(causal_lm(x))
+    last = x["padding_mask"].sum(axis=1) - 1
+    return logits[np.arange(len(last)), last][:, token_ids]
+
+
+def test_value_biases_learn_a_prompted_sst2_like_task(prompt_preset, tmp_path):
+    # b_v adds a constant to each attention output, so it can only re-weigh
+    # features the model already computes, as a pretrained LM does; this
+    # random model (numpy seed 2) happens to compute one that reads the
+    # sentiment word: 0.51 before, about 0.94 after, on every backend.
+    classifier = _classifier(prompt_preset)
+    x, y = classification_inputs(*sst2_like(256, seed=1), sequence_length=8)
+    x_test, y_test = classification_inputs(
+        *sst2_like(256, seed=2), sequence_length=8
+    )
+    beft_keras.BiasOnlyTrainable("value").apply(classifier)
+    _compile(classifier, 0.1)
+    _, chance = classifier.evaluate(x_test, y_test, verbose=0)
+    before = snapshot(classifier)
+    classifier.fit(x, y, batch_size=64, epochs=15, verbose=0)
+    _, accuracy = classifier.evaluate(x_test, y_test, verbose=0)
+    assert chance < 0.6
+    assert accuracy > 0.75
+    after = snapshot(classifier)
+    changed = {p for p in after if not np.array_equal(before[p], after[p])}
+    assert changed == _value_paths(classifier)
+
+    path = tmp_path / "sst2.safetensors"
+    beft_keras.save_delta(classifier, path)
+    tuned = keras.ops.convert_to_numpy(classifier(x_test))
+    fresh = _classifier(prompt_preset)
+    beft_keras.load_delta(fresh, path)
+    restored = keras.ops.convert_to_numpy(fresh(x_test))
+    assert np.max(np.abs(restored - tuned)) == 0.0
+    # The delta holds the backbone's value biases: it loads onto the causal
+    # LM of the same base, which then scores the verbaliser words alike.
+    causal_lm = keras_hub.models.OPTCausalLM(
+        backbone=keras_hub.models.OPTBackbone.from_preset(prompt_preset),
+        preprocessor=None,
+    )
+    beft_keras.load_delta(causal_lm, path)
+    np.testing.assert_allclose(
+        _next_token_logits(causal_lm, x_test, [TERRIBLE, GREAT]),
+        tuned,
+        rtol=1e-5,
+        atol=1e-5,
+    )
+
+
+def test_beft_probe_scores_a_prompted_classifier(prompt_preset):
+    classifier = _classifier(prompt_preset)
+    x, y = classification_inputs(*sst2_like(64, seed=1), sequence_length=8)
+    beft_keras.BiasOnlyTrainable("all").apply(classifier)
+    _compile(classifier, 1e-2)
+    probe = beft_keras.BeftProbe(data=(x, y), max_batches=2, verbose=0)
+    classifier.fit(x, y, batch_size=32, epochs=1, callbacks=[probe], verbose=0)
+    assert probe.selected in ("query", "key", "value")
+    assert "key" in probe.results.inert
+    summary = probe.apply_selection()
+    assert summary.terms == (probe.selected,)
+
+
+CAUSAL_LMS = {
+    "opt": (
+        keras_hub.models.OPTBackbone,
+        keras_hub.models.OPTCausalLM,
+        dict(num_heads=2, max_sequence_length=SEQUENCE_LENGTH),
+    ),
+    "gpt2": (
+        keras_hub.models.GPT2Backbone,
+        keras_hub.models.GPT2CausalLM,
+        dict(num_heads=2, max_sequence_length=SEQUENCE_LENGTH),
+    ),
+    "qwen": (
+        keras_hub.models.QwenBackbone,
+        keras_hub.models.QwenCausalLM,
+        dict(num_query_heads=2, num_key_value_heads=1),
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CAUSAL_LMS))
+def test_class_logits_are_the_next_token_logits(name):
+    backbone_class, causal_lm_class, extra = CAUSAL_LMS[name]
+    keras.utils.set_random_seed(0)
+    backbone = backbone_class(**SMALL_CONFIG, **extra)
+    causal_lm = causal_lm_class(backbone=backbone, preprocessor=None)
+    classifier = VerbalizerClassifier(backbone, [TERRIBLE, GREAT])
+    # Prompts of different lengths: each is scored at its own last token.
+    prompts = [[START] + list(range(5, 5 + n)) + [IT, WAS] for n in range(4)]
+    x, _ = classification_inputs(prompts, [0, 1, 0, 1], sequence_length=8)
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(classifier(x)),
+        _next_token_logits(causal_lm, x, [TERRIBLE, GREAT]),
+        rtol=1e-5,
+        atol=1e-6,
+    )
+    # Each of these models has value biases for BEFT to tune.
+    summary = beft_keras.BiasOnlyTrainable("value").apply(classifier)
+    assert summary.bias_params > 0 and summary.head_params == 0
+
+
+def test_classifier_saves_and_loads(tmp_path):
+    keras.utils.set_random_seed(0)
+    backbone = keras_hub.models.OPTBackbone(
+        **SMALL_CONFIG, num_heads=2, max_sequence_length=SEQUENCE_LENGTH
+    )
+    classifier = VerbalizerClassifier(backbone, [TERRIBLE, GREAT])
+    classifier.save(tmp_path / "classifier.keras")
+    restored = keras.saving.load_model(tmp_path / "classifier.keras")
+    assert isinstance(restored, VerbalizerClassifier)
+    assert restored.verbalizer_token_ids == [TERRIBLE, GREAT]
+    x, _ = classification_inputs(*sst2_like(4, seed=0), sequence_length=8)
+    np.testing.assert_array_equal(
+        keras.ops.convert_to_numpy(restored(x)),
+        keras.ops.convert_to_numpy(classifier(x)),
+    )
+
+
+def test_classification_inputs_pad_and_truncate():
+    x, y = classification_inputs(
+        [[START, 5, 6, 7, 8, IT, WAS], [START, 9]], [1, 0], sequence_length=5
+    )
+    # Too long: words go from the start, after the start token.
+    assert x["token_ids"].tolist() == [
+        [START, 7, 8, IT, WAS],
+        [START, 9, 0, 0, 0],
+    ]
+    assert x["padding_mask"].sum(axis=1).tolist() == [5, 2]
+    assert y.tolist() == [1, 0] and y.dtype == "int32"
+    with pytest.raises(PromptError, match="one class per prompt: 2"):
+        classification_inputs([[START, 5], [START, 6]], [1], sequence_length=5)
+
+
+def test_generation_inputs_weight_only_the_answers():
+    x, y, weights = generation_inputs(
+        [[START, 5, 6, 7, 8, 9], [START, 10]],
+        [[20, 21], [22]],
+        sequence_length=5,
+    )
+    # The first prompt loses 7 and 8 to fit; the answers stay whole.
+    assert x["token_ids"].tolist() == [
+        [START, 7, 8, 9, 20],
+        [START, 10, 22, 0, 0],
+    ]
+    assert y.tolist() == [[7, 8, 9, 20, 21], [10, 22, 0, 0, 0]]
+    assert weights.tolist() == [[0, 0, 0, 1, 1], [0, 1, 0, 0, 0]]
+    with pytest.raises(PromptError, match="Example 0 does not fit.*4 tokens"):
+        generation_inputs([[START, 5]], [[20, 21, 22, 23]], sequence_length=3)
+    with pytest.raises(PromptError, match="one answer per prompt: 2"):
+        generation_inputs([[START], [START]], [[20]], sequence_length=3)
+
+
+def test_generation_trains_on_the_answer_loss_only(opt_preset):
+    causal_lm = keras_hub.models.OPTCausalLM(
+        backbone=keras_hub.models.OPTBackbone.from_preset(opt_preset),
+        preprocessor=None,
+    )
+    beft_keras.BiasOnlyTrainable("value").apply(causal_lm)
+    causal_lm.compile(
+        optimizer=keras.optimizers.Adam(5e-2),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        weighted_metrics=[],
+    )
+    prompts = [[START, 5 + i, 6 + i, IT] for i in range(8)]
+    answers = [[GREAT, WAS]] * 8
+    x, y, weights = generation_inputs(prompts, answers, sequence_length=8)
+
+    def loss(targets):
+        return causal_lm.evaluate(x, targets, sample_weight=weights, verbose=0)
+
+    before = loss(y)
+    # Other targets at the prompt and padding positions: the same loss.
+    assert loss(np.where(weights > 0, y, (y + 1) % VOCABULARY_SIZE)) == (
+        pytest.approx(before, rel=1e-6)
+    )
+    causal_lm.fit(x, y, sample_weight=weights, epochs=5, verbose=0)
+    assert loss(y) < before
+
+
+def test_prompts_through_a_tokenizer():
+    tokenizer = tiny_tokenizer()
+    prompt = SST2_TEMPLATE.format(sentence=" good movie")
+    assert prompt == " good movie It was"
+    x, _ = classification_inputs([prompt], [1], tokenizer, sequence_length=8)
+    words = tokenizer([" good", " movie", " It", " was"])
+    assert x["token_ids"][0].tolist() == (
+        [tokenizer.start_token_id]
+        + [int(word[0]) for word in words]
+        + [tokenizer.pad_token_id] * 3
+    )
+    terrible, great = SST2_VERBALIZER.token_ids(tokenizer)
+    assert tokenizer.id_to_token(great) == "Ġgreat"
+    assert tokenizer.id_to_token(terrible) == "Ġterrible"
+
+    _, y, weights = generation_inputs([prompt], [" great"], tokenizer, 8)
+    # The answer, then the end token that teaches the model to stop.
+    assert y[0][weights[0] > 0].tolist() == [great, tokenizer.end_token_id]
+
+    with pytest.raises(PromptError, match="'terrible' is 8 tokens"):
+        Verbalizer(("terrible", "great")).token_ids(tokenizer)
+    with pytest.raises(PromptError, match="share a token"):
+        Verbalizer((" great", " great")).token_ids(tokenizer)
+    with pytest.raises(PromptError, match="' terrible' needs a tokenizer"):
+        SST2_VERBALIZER.token_ids()
+    with pytest.raises(PromptError, match="field 'sentence'"):
+        PromptTemplate("{sentence} It was").format(text="no sentence")
