@@ -65,13 +65,14 @@ def load_classifier(model, spec, sequence_length):
 
 
 def compile_classifier(classifier, spec, learning_rate):
-    """AdamW with gradient clipping at 1.0, as in the paper's code."""
+    """AdamW with the global gradient norm clipped at 1.0, as in the
+    paper's code."""
     if spec.is_regression:
         loss = keras.losses.MeanSquaredError()
     else:
         loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     classifier.compile(
-        optimizer=keras.optimizers.AdamW(learning_rate, clipnorm=1.0),
+        optimizer=keras.optimizers.AdamW(learning_rate, global_clipnorm=1.0),
         loss=loss,
         metrics=[],
     )

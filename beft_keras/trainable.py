@@ -192,7 +192,7 @@ class BiasOnlyTrainable:
         recompile(model)
 
         inert = _INERT_TERMS.get(model, frozenset())
-        if not self._every_term and set(self.terms) <= inert:
+        if self.terms and not self._every_term and set(self.terms) <= inert:
             warnings.warn(
                 f"A BeftProbe measured zero gradient for {list(self.terms)} "
                 f"in model '{model.name}' (in softmax attention the key bias "

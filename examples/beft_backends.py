@@ -88,7 +88,7 @@ def probe_scores(output):
 
     beft_keras.BiasOnlyTrainable("all").apply(model)
     model.compile(
-        optimizer=keras.optimizers.AdamW(5e-3, clipnorm=1.0),
+        optimizer=keras.optimizers.AdamW(5e-3, global_clipnorm=1.0),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
     )
     probe = beft_keras.BeftProbe(data=batches, max_batches=2, verbose=0)

@@ -163,7 +163,7 @@ and checks which terms get no gradient at all.
 
 beft_keras.BiasOnlyTrainable("all").apply(classifier)
 classifier.compile(
-    optimizer=keras.optimizers.AdamW(LEARNING_RATE, clipnorm=1.0),
+    optimizer=keras.optimizers.AdamW(LEARNING_RATE, global_clipnorm=1.0),
     loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
 )
 probe = beft_keras.BeftProbe(data=train_ds, max_batches=8 if SHORT else 32)
@@ -238,7 +238,7 @@ for name, terms, learning_rate in [
             model
         ).percent
     model.compile(
-        optimizer=keras.optimizers.AdamW(learning_rate, clipnorm=1.0),
+        optimizer=keras.optimizers.AdamW(learning_rate, global_clipnorm=1.0),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
     )
     start = time.perf_counter()

@@ -1,0 +1,78 @@
+"""The benchmark scripts' --quick plumbing, in-process on the current backend,
+on a tiny BERT preset and a tiny TSV task (no MiniLM, no timing checks)."""
+
+import os
+
+import keras
+import numpy as np
+
+import beft_keras
+from benchmarks import accuracy
+from benchmarks import methods
+from benchmarks import report
+from benchmarks import step_cost
+from tests.conftest import bert_inputs
+from tests.conftest import tiny_classifier
+from tests.test_cli import _write_task
+from tests.test_cli import classifier_preset  # noqa: F401 (fixture)
+
+
+def test_random_bias_mask_trains_only_its_elements(bert_preset):
+    classifier = tiny_classifier(bert_preset)
+    beft_keras.BiasOnlyTrainable("all").apply(classifier)
+    classifier.compile(
+        optimizer=keras.optimizers.AdamW(1e-2),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    biases = [b for b in beft_keras.bias_terms(classifier)
+              if b.term != "other"]
+    before = [keras.ops.convert_to_numpy(b.variable).copy() for b in biases]
+    mask = methods.RandomBiasMask(num_params=5, seed=0)
+    x, y = bert_inputs(16)
+    classifier.fit(x, y, batch_size=8, epochs=2, callbacks=[mask], verbose=0)
+    changed = sum(
+        int(np.sum(keras.ops.convert_to_numpy(b.variable) != start))
+        for b, start in zip(biases, before)
+    )
+    assert mask.masked_params == 5
+    assert 0 < changed <= 5
+
+
+def test_quick_modes_write_results_and_report(classifier_preset, tmp_path):  # noqa: F811
+    data_dir = str(_write_task(tmp_path / "glue"))
+    results = str(tmp_path / "results")
+    common_args = ["--quick", "--worker", "--model", classifier_preset,
+                   "--data-dir", data_dir, "--results", results,
+                   "--sequence-length", "12"]
+
+    # Two methods, one padding, one round: the plumbing, not the timing.
+    timing = step_cost.measure_steps(
+        classifier_preset, data_dir, rounds=1, methods=("b_v", "full"),
+        paddings=("fixed128",), warmup_per_shape=1, verbose=False,
+        sequence_length=12,
+    )
+    assert set(timing["fixed128"]["ratio_to_full"]) == {"b_v", "full"}
+    assert timing["fixed128"]["lengths"] == [12]
+
+    assert accuracy.main(
+        common_args + ["--methods", "b_v", "b_k", "b_q", "random"]
+    ) == 0
+    output = str(tmp_path / "docs" / "benchmarks.md")
+    assert report.main(["--quick", "--results", results,
+                        "--output", output]) == 0
+
+    backend = keras.backend.backend()
+    rows = beft_keras_json(results, f"accuracy_{backend}_quick.json")["rows"]
+    assert {r["method"] for r in rows} == {"b_v", "b_k", "b_q", "random"}
+    text = open(output).read()
+    assert "Quick (smoke-test) results" in text
+    assert "## 4. Selection quality" in text
+    assert os.path.exists(
+        tmp_path / "docs" / f"benchmarks_accuracy_{backend}_quick.png")
+
+
+def beft_keras_json(results, name):
+    import json
+
+    with open(os.path.join(results, name)) as f:
+        return json.load(f)
