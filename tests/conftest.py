@@ -74,6 +74,49 @@ def tiny_classifier(preset, num_classes=2):
     )
 
 
+WORDS = ["good", "great", "fine", "bad", "awful", "poor", "the", "film", "was"]
+VOCABULARY = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + WORDS
+
+
+@pytest.fixture(scope="session")
+def classifier_preset(tmp_path_factory):
+    """A tiny BERT classifier preset with its tokenizer, as a user's
+    downloaded preset folder is laid out."""
+    keras.utils.set_random_seed(0)
+    tokenizer = keras_hub.models.BertTokenizer(vocabulary=VOCABULARY)
+    preprocessor = keras_hub.models.BertTextClassifierPreprocessor(
+        tokenizer, sequence_length=12
+    )
+    backbone = keras_hub.models.BertBackbone(
+        **{**TINY_CONFIG, "vocabulary_size": len(VOCABULARY)}
+    )
+    randomize_biases(backbone)
+    classifier = keras_hub.models.BertTextClassifier(
+        backbone, num_classes=2, preprocessor=preprocessor
+    )
+    directory = str(tmp_path_factory.mktemp("classifier_preset"))
+    classifier.save_to_preset(directory)
+    return directory
+
+
+def write_sst2_task(folder, num_train=48, num_dev=16):
+    """A tiny SST-2-like task as GLUE-style TSV files under `folder`; the
+    label depends on the adjectives, so it can be learned."""
+    rng = np.random.default_rng(0)
+    os.makedirs(folder / "sst2")
+    for split, size in [("train", num_train), ("dev", num_dev)]:
+        lines = ["sentence\tlabel"]
+        for _ in range(size):
+            label = int(rng.integers(0, 2))
+            adjectives = WORDS[:3] if label else WORDS[3:6]
+            words = ["the", "film", "was"] + list(
+                rng.choice(adjectives, rng.integers(1, 6))
+            )
+            lines.append(f"{' '.join(words)}\t{label}")
+        (folder / "sst2" / f"{split}.tsv").write_text("\n".join(lines) + "\n")
+    return folder
+
+
 def token_batch(num_examples=16, seed=0):
     """Random token ids with a padding mask, and binary labels that depend
     on the tokens so that the task is learnable."""

@@ -13,8 +13,7 @@ from benchmarks import report
 from benchmarks import step_cost
 from tests.conftest import bert_inputs
 from tests.conftest import tiny_classifier
-from tests.test_cli import _write_task
-from tests.test_cli import classifier_preset  # noqa: F401 (fixture)
+from tests.conftest import write_sst2_task
 
 
 def test_random_bias_mask_trains_only_its_elements(bert_preset):
@@ -38,8 +37,8 @@ def test_random_bias_mask_trains_only_its_elements(bert_preset):
     assert 0 < changed <= 5
 
 
-def test_quick_modes_write_results_and_report(classifier_preset, tmp_path):  # noqa: F811
-    data_dir = str(_write_task(tmp_path / "glue"))
+def test_quick_modes_write_results_and_report(classifier_preset, tmp_path):
+    data_dir = str(write_sst2_task(tmp_path / "glue"))
     results = str(tmp_path / "results")
     common_args = ["--quick", "--worker", "--model", classifier_preset,
                    "--data-dir", data_dir, "--results", results,

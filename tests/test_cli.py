@@ -4,57 +4,15 @@ import json
 import os
 
 import keras
-import keras_hub
 import numpy as np
 import pytest
 
 from beft_keras import cli
-from tests.conftest import TINY_CONFIG
-from tests.conftest import randomize_biases
-
-WORDS = ["good", "great", "fine", "bad", "awful", "poor", "the", "film", "was"]
-VOCABULARY = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + WORDS
-
-
-@pytest.fixture(scope="module")
-def classifier_preset(tmp_path_factory):
-    """A tiny BERT classifier preset with its tokenizer, as a user's
-    downloaded preset folder is laid out."""
-    keras.utils.set_random_seed(0)
-    tokenizer = keras_hub.models.BertTokenizer(vocabulary=VOCABULARY)
-    preprocessor = keras_hub.models.BertTextClassifierPreprocessor(
-        tokenizer, sequence_length=12
-    )
-    backbone = keras_hub.models.BertBackbone(
-        **{**TINY_CONFIG, "vocabulary_size": len(VOCABULARY)}
-    )
-    randomize_biases(backbone)
-    classifier = keras_hub.models.BertTextClassifier(
-        backbone, num_classes=2, preprocessor=preprocessor
-    )
-    directory = str(tmp_path_factory.mktemp("classifier_preset"))
-    classifier.save_to_preset(directory)
-    return directory
-
-
-def _write_task(folder, num_train=48, num_dev=16):
-    rng = np.random.default_rng(0)
-    os.makedirs(folder / "sst2")
-    for split, size in [("train", num_train), ("dev", num_dev)]:
-        lines = ["sentence\tlabel"]
-        for _ in range(size):
-            label = int(rng.integers(0, 2))
-            adjectives = WORDS[:3] if label else WORDS[3:6]
-            words = ["the", "film", "was"] + list(
-                rng.choice(adjectives, rng.integers(1, 6))
-            )
-            lines.append(f"{' '.join(words)}\t{label}")
-        (folder / "sst2" / f"{split}.tsv").write_text("\n".join(lines) + "\n")
-    return folder
-
+from tests.conftest import WORDS
+from tests.conftest import write_sst2_task
 
 def test_beft_run_end_to_end(classifier_preset, tmp_path, capsys):
-    data_dir = _write_task(tmp_path / "glue")
+    data_dir = write_sst2_task(tmp_path / "glue")
     output = tmp_path / "out"
     code = cli.main(
         ["run", *_tiny_args(data_dir, classifier_preset), "--seeds", "0", "1",
@@ -91,7 +49,7 @@ def _tiny_args(data_dir, classifier_preset):
 
 
 def test_beft_probe(classifier_preset, tmp_path):
-    data_dir = _write_task(tmp_path / "glue")
+    data_dir = write_sst2_task(tmp_path / "glue")
     output = tmp_path / "probe"
     code = cli.main(
         ["probe", *_tiny_args(data_dir, classifier_preset),
@@ -116,7 +74,7 @@ def test_beft_probe(classifier_preset, tmp_path):
     ],
 )
 def test_beft_tune(terms, trainable, classifier_preset, tmp_path):
-    data_dir = _write_task(tmp_path / "glue")
+    data_dir = write_sst2_task(tmp_path / "glue")
     output = tmp_path / "tune"
     code = cli.main(
         ["tune", *_tiny_args(data_dir, classifier_preset), "--terms", *terms,
@@ -156,7 +114,7 @@ def test_help(command, capsys):
 def test_bad_input_is_one_line_and_exit_2(
     problem, args, message, classifier_preset, tmp_path, capsys
 ):
-    data_dir = _write_task(tmp_path / "glue")
+    data_dir = write_sst2_task(tmp_path / "glue")
     model = classifier_preset
     if problem == "missing folder":
         data_dir = tmp_path / "does-not-exist"
@@ -181,7 +139,7 @@ def test_bad_input_is_one_line_and_exit_2(
 
 
 def test_beft_predict_with_a_tuned_delta(classifier_preset, tmp_path, capsys):
-    data_dir = _write_task(tmp_path / "glue")
+    data_dir = write_sst2_task(tmp_path / "glue")
     output = tmp_path / "tune"
     args = _tiny_args(data_dir, classifier_preset)
     assert cli.main(
