@@ -172,9 +172,7 @@ def _run_seed(args, seed):
         beft_probe = pipeline.probe(
             task_run, args.probe_epochs, args.learning_rate
         )
-        beft_probe.results.to_json(os.path.join(output, "scores.json"))
-        beft_probe.results.to_csv(os.path.join(output, "scores.csv"))
-        beft_probe.results.plot_heatmap(os.path.join(output, "heatmap.png"))
+        pipeline.write_scores(task_run, beft_probe, output)
         return {
             "task": task_run.spec.name,
             "model": task_run.model,

@@ -264,17 +264,21 @@ def tune(run, terms, epochs=None, learning_rate=None, verbose=1):
     }
 
 
+def write_scores(run, beft_probe, output):
+    """Write a probe's scores (JSON, CSV) and heatmap into `output`."""
+    beft_probe.results.to_json(os.path.join(output, "scores.json"))
+    beft_probe.results.to_csv(os.path.join(output, "scores.csv"))
+    beft_probe.results.plot_heatmap(
+        os.path.join(output, "heatmap.png"),
+        title=f"BEFT probe, {run.spec.name}, {_model_name(run.model)}",
+    )
+
+
 def write_outputs(run, output, beft_probe=None):
-    """Write a run's bias delta and, after a probe, its scores (JSON, CSV)
-    and heatmap into `output`."""
-    os.makedirs(output, exist_ok=True)
+    """Write a run's bias delta and, after a probe, its scores and heatmap
+    into `output`."""
     if beft_probe is not None:
-        beft_probe.results.to_json(os.path.join(output, "scores.json"))
-        beft_probe.results.to_csv(os.path.join(output, "scores.csv"))
-        beft_probe.results.plot_heatmap(
-            os.path.join(output, "heatmap.png"),
-            title=f"BEFT probe, {run.spec.name}, {_model_name(run.model)}",
-        )
+        write_scores(run, beft_probe, output)
     save_delta(
         run.classifier, os.path.join(output, "delta.safetensors"), run.model
     )
