@@ -19,8 +19,11 @@ from beft_keras.probe import BeftProbe
 from beft_keras.prompting import SQUAD_TEMPLATE
 from beft_keras.prompting import SST2_TEMPLATE
 from beft_keras.prompting import SST2_VERBALIZER
+from beft_keras.prompting import TASK_PROMPTS
 from beft_keras.prompting import PromptError
+from beft_keras.prompting import PromptPreprocessor
 from beft_keras.prompting import PromptTemplate
+from beft_keras.prompting import TaskPrompt
 from beft_keras.prompting import Verbalizer
 from beft_keras.prompting import VerbalizerClassifier
 from beft_keras.prompting import classification_inputs

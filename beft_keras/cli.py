@@ -53,7 +53,8 @@ def _parser():
             command.add_argument(
                 "--epochs",
                 type=int,
-                help="fine-tuning epochs (default: the paper's for the task)",
+                help="fine-tuning epochs (default: the paper's for the task "
+                "and model kind)",
             )
         if name in ("probe", "run"):
             command.add_argument(
@@ -98,7 +99,9 @@ def _add_common_arguments(command):
     )
     command.add_argument(
         "--model",
-        help="keras-hub preset name or preset folder "
+        help="keras-hub preset name or preset folder: an encoder "
+        "(BERT, ...) or a causal LM (OPT, GPT-2, Qwen, ...), which is "
+        "prompted, for sst2, rte, cb and boolq "
         "(default: the all-MiniLM-L6-v2 package)",
     )
     command.add_argument(
@@ -110,8 +113,8 @@ def _add_common_arguments(command):
     )
     command.add_argument(
         "--learning-rate", type=float,
-        help="(default: the paper's bias-only rate for the task; 1e-5 for "
-        "full fine-tuning)",
+        help="(default: the paper's bias-only rate for the task and model "
+        "kind; 1e-5 for full fine-tuning)",
     )
     command.add_argument("--batch-size", type=int, default=16)
     command.add_argument(

@@ -14,6 +14,9 @@ from beft_keras import metrics as metrics_lib
 from beft_keras.delta import load_delta
 from beft_keras.delta import save_delta
 from beft_keras.probe import BeftProbe
+from beft_keras.prompting import TASK_PROMPTS
+from beft_keras.prompting import PromptPreprocessor
+from beft_keras.prompting import VerbalizerClassifier
 from beft_keras.terms import TERMS
 from beft_keras.trainable import BiasOnlyTrainable
 
@@ -40,9 +43,13 @@ def default_model():
 
 
 def load_classifier(model, spec, sequence_length):
-    """A keras-hub text classifier for `spec` and its preprocessor, from a
-    preset name (`"bert_base_en_uncased"`) or a local preset folder.
+    """A classifier for `spec` and its preprocessor, from a keras-hub preset
+    name (`"bert_base_en_uncased"`, `"opt_125m_en"`) or a local preset
+    folder.
 
+    An encoder preset gives a keras-hub `TextClassifier`. A causal LM
+    preset (OPT, GPT-2, Qwen, Llama, ...) gives a `VerbalizerClassifier`
+    on the task's prompt (`TASK_PROMPTS`), with a `PromptPreprocessor`.
     The classifier is returned without its preprocessor: the pipeline
     tokenizes once, into length-bucketed batches.
     """
@@ -55,13 +62,54 @@ def load_classifier(model, spec, sequence_length):
         )
     except Exception as error:
         # keras-hub raises many kinds (missing file, no network, unknown
-        # preset); the user needs to know which model failed and why.
-        message = str(error).strip().splitlines()
-        raise ValueError(
-            f"Cannot load model '{model}': "
-            f"{message[0] if message else type(error).__name__}"
-        ) from error
+        # preset, no text classifier for a decoder); the user needs to know
+        # which model failed and why.
+        try:
+            causal_lm = keras_hub.models.CausalLM.from_preset(model)
+        except Exception as causal_error:
+            # Report why the causal LM failed only if the preset has no
+            # text classifier at all, i.e. it is a decoder's.
+            if "Unable to find a subclass" in str(error):
+                error = causal_error
+            raise _load_error(model, error) from error
+        return _prompted_classifier(causal_lm, spec, sequence_length)
     return preprocessor, classifier
+
+
+def _prompted_classifier(causal_lm, spec, sequence_length):
+    if spec.name not in TASK_PROMPTS:
+        raise ValueError(
+            f"Task '{spec.name}' has no prompt for a causal LM. Tasks with "
+            f"one: {', '.join(TASK_PROMPTS)}."
+        )
+    prompt = TASK_PROMPTS[spec.name]
+    tokenizer = causal_lm.preprocessor.tokenizer
+    preprocessor = PromptPreprocessor(
+        tokenizer, prompt.template, spec.features, sequence_length
+    )
+    classifier = VerbalizerClassifier(
+        causal_lm.backbone, prompt.verbalizer.token_ids(tokenizer)
+    )
+    return preprocessor, classifier
+
+
+def _load_error(model, error):
+    message = str(error).strip().splitlines()
+    return ValueError(
+        f"Cannot load model '{model}': "
+        f"{message[0] if message else type(error).__name__}"
+    )
+
+
+def _task_settings(spec, classifier):
+    """`spec` with the paper's training settings for `classifier`: the
+    encoder ones of the task, or for a prompted causal LM those of OPT."""
+    if not isinstance(classifier, VerbalizerClassifier):
+        return spec
+    prompt = TASK_PROMPTS[spec.name]
+    return dataclasses.replace(
+        spec, learning_rate=prompt.learning_rate, epochs=prompt.epochs
+    )
 
 
 def compile_classifier(classifier, spec, learning_rate):
@@ -130,8 +178,10 @@ def prepare(
         task: str. A task of `beft_keras.data.TASKS`, e.g. `"sst2"`.
         data_dir: str or None. A folder of GLUE-style TSV files
             (`<task>/{train,dev}.tsv`); `None` loads the task from TFDS.
-        model: str or None. A keras-hub preset name or a local preset folder;
-            `None` is the MiniLM package (`default_model()`).
+        model: str or None. A keras-hub preset name or a local preset
+            folder, of an encoder or of a causal LM (prompted, see
+            `load_classifier`); `None` is the MiniLM package
+            (`default_model()`).
         regime: str. Training-set size: `"low"`, `"medium"`, `"high"` or
             `"full"`.
         seed: int. Seeds the training subset, shuffling and initialisation.
@@ -152,6 +202,7 @@ def prepare(
     model = model or default_model()
     keras.utils.set_random_seed(seed)
     preprocessor, classifier = load_classifier(model, spec, sequence_length)
+    spec = _task_settings(spec, classifier)
     train_batches = data.make_dataset(
         train,
         preprocessor,
@@ -239,14 +290,11 @@ def tune(run, terms, epochs=None, learning_rate=None, verbose=1):
         summary = BiasOnlyTrainable(selection).apply(classifier)
         trainable = summary.trainable_params
     total = sum(math.prod(v.shape) for v in classifier.weights)
-    compile_classifier(
-        classifier, run.spec, learning_rate or run.spec.learning_rate
-    )
+    learning_rate = learning_rate or run.spec.learning_rate
+    epochs = epochs or run.spec.epochs
+    compile_classifier(classifier, run.spec, learning_rate)
     classifier.fit(
-        run.train_batches,
-        epochs=epochs or run.spec.epochs,
-        shuffle=False,
-        verbose=verbose,
+        run.train_batches, epochs=epochs, shuffle=False, verbose=verbose
     )
     return {
         "task": run.spec.name,
@@ -259,6 +307,8 @@ def tune(run, terms, epochs=None, learning_rate=None, verbose=1):
         "terms": terms,
         "trainable_params": trainable,
         "trainable_percent": 100.0 * trainable / total,
+        "learning_rate": learning_rate,
+        "epochs": epochs,
         "metrics": evaluate(classifier, run.spec, run.dev_batches),
         "wall_time_s": time.perf_counter() - start,
     }

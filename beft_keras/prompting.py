@@ -3,9 +3,11 @@ next-token scores of verbaliser words after a prompt, generation as the LM
 loss on the answer tokens only."""
 
 import dataclasses
+import string
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 
 class PromptError(ValueError):
@@ -28,6 +30,12 @@ class PromptTemplate:
     """
 
     text: str
+
+    @property
+    def fields(self):
+        """The names of the template's slots, in order."""
+        names = [f for _, f, _, _ in string.Formatter().parse(self.text) if f]
+        return tuple(dict.fromkeys(names))
 
     def format(self, **fields):
         try:
@@ -96,13 +104,140 @@ class Verbalizer:
         return ids
 
 
+@dataclasses.dataclass(frozen=True)
+class TaskPrompt:
+    """How a classification task is put to a causal LM.
+
+    Attributes:
+        template: `PromptTemplate` whose slots are the task's text features.
+        verbalizer: `Verbalizer`, one word per class in label order.
+        learning_rate: float. The paper's bias-only rate for OPT.
+        epochs: int. The paper's epochs for OPT.
+    """
+
+    template: PromptTemplate
+    verbalizer: Verbalizer
+    learning_rate: float = 1e-3
+    epochs: int = 5
+
+
 # The prompts of MeZO (Malladi et al., 2023), which the BEFT paper follows
-# for OPT.
+# for OPT; slots are named after the tasks' features (`beft_keras.data`).
 SST2_TEMPLATE = PromptTemplate("{sentence} It was")
 SST2_VERBALIZER = Verbalizer((" terrible", " great"))
 SQUAD_TEMPLATE = PromptTemplate(
     "Title: {title}\nContext: {context}\nQuestion: {question}\nAnswer:"
 )
+TASK_PROMPTS = {
+    "sst2": TaskPrompt(SST2_TEMPLATE, SST2_VERBALIZER),
+    # GLUE's RTE: label 0 is entailment.
+    "rte": TaskPrompt(
+        PromptTemplate(
+            '{sentence1}\nDoes this mean that "{sentence2}" is true? '
+            "Yes or No?\n"
+        ),
+        Verbalizer(("Yes", "No")),
+    ),
+    # Labels: entailment, contradiction, neutral.
+    "cb": TaskPrompt(
+        PromptTemplate(
+            'Suppose {premise} Can we infer that "{hypothesis}"? '
+            "Yes, No, or Maybe?\n"
+        ),
+        Verbalizer(("Yes", "No", "Maybe")),
+        learning_rate=1e-2,
+    ),
+    "boolq": TaskPrompt(
+        PromptTemplate("{passage} {question}?"), Verbalizer((" No", " Yes"))
+    ),
+}
+
+
+class PromptPreprocessor:
+    """Token ids and padding masks of prompts made from a task's texts, as
+    a `VerbalizerClassifier` takes them.
+
+    Called, like a keras-hub text classifier preprocessor, on a batch of
+    strings or a tuple of batches, one per feature in `features` order. It
+    runs TensorFlow ops, so it works inside `tf.data` on every backend;
+    called eagerly it returns numpy arrays.
+    Each example's features fill `template`; the prompt is tokenized,
+    begins with the tokenizer's start token if it has one, loses tokens
+    from its start (after the start token) if it is longer than
+    `sequence_length`, since the verbaliser word follows its end, and is
+    right-padded: the same inputs as `classification_inputs` makes of the
+    formatted prompts.
+
+    Args:
+        tokenizer: a keras-hub tokenizer (`causal_lm.preprocessor.tokenizer`).
+        template: `PromptTemplate` whose slots are among `features`.
+        features: tuple of str. The names of the text features the
+            preprocessor is called with, in order.
+        sequence_length: int. Length of the padded inputs. Defaults to
+            `128`.
+
+    Example:
+    ```python
+    causal_lm = keras_hub.models.OPTCausalLM.from_preset("opt_125m_en")
+    preprocessor = beft_keras.PromptPreprocessor(
+        causal_lm.preprocessor.tokenizer,
+        beft_keras.SST2_TEMPLATE,
+        features=("sentence",),
+    )
+    dataset = beft_keras.data.make_dataset(train, preprocessor, batch_size=8)
+    ```
+    """
+
+    def __init__(self, tokenizer, template, features, sequence_length=128):
+        features = tuple(features)
+        missing = [f for f in template.fields if f not in features]
+        if missing:
+            raise PromptError(
+                f"Template {template.text!r} needs the features {missing}, "
+                f"which are not among the task's features {list(features)}."
+            )
+        self.tokenizer = tokenizer
+        self.template = template
+        self.features = features
+        self.sequence_length = sequence_length
+
+    def __call__(self, x):
+        segments = x if isinstance(x, tuple) else (x,)
+        if len(segments) != len(self.features):
+            raise PromptError(
+                f"Expected one batch of texts per feature {self.features}. "
+                f"Received: {len(segments)} batches"
+            )
+        if tf.executing_eagerly():
+            # Eagerly, keras-hub tokenizers return Python lists on the jax
+            # and torch backends; in a graph they return TensorFlow tensors.
+            outputs = tf.function(self._prompt_inputs)(segments)
+            return {name: value.numpy() for name, value in outputs.items()}
+        return self._prompt_inputs(segments)
+
+    def _prompt_inputs(self, segments):
+        named = dict(zip(self.features, segments))
+        parts = []
+        for literal, field, _, _ in string.Formatter().parse(
+            self.template.text
+        ):
+            parts += [literal] if literal else []
+            parts += [named[field]] if field else []
+        tokens = self.tokenizer(tf.strings.join(parts))
+        start = getattr(self.tokenizer, "start_token_id", None)
+        room = self.sequence_length - (start is not None)
+        tokens = tokens[:, -room:]
+        if start is not None:
+            column = tf.fill([tokens.nrows(), 1], tf.cast(start, tokens.dtype))
+            tokens = tf.concat([column, tokens], axis=1)
+        pad = getattr(self.tokenizer, "pad_token_id", None) or 0
+        shape = [None, self.sequence_length]
+        return {
+            "token_ids": tokens.to_tensor(default_value=pad, shape=shape),
+            "padding_mask": tf.sequence_mask(
+                tokens.row_lengths(), self.sequence_length
+            ),
+        }
 
 
 def classification_inputs(prompts, labels, tokenizer=None, sequence_length=128):

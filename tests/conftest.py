@@ -99,6 +99,43 @@ def classifier_preset(tmp_path_factory):
     return directory
 
 
+def bpe_tokenizer(words):
+    """An OPT byte-pair tokenizer that knows each of `words` after a space
+    as one token, and every character of them."""
+    vocabulary = {"<pad>": 1, "</s>": 2}
+    merges = []
+    for word in words:
+        token = "Ġ" + word
+        for end in range(2, len(token) + 1):
+            vocabulary.setdefault(token[:end], len(vocabulary) + 1)
+        merges += [f"{token[:i]} {token[i]}" for i in range(1, len(token))]
+    for char in sorted(set("Ġ" + "".join(words))):
+        vocabulary.setdefault(char, len(vocabulary) + 1)
+    return keras_hub.models.OPTTokenizer(
+        vocabulary=vocabulary, merges=list(dict.fromkeys(merges))
+    )
+
+
+@pytest.fixture(scope="session")
+def causal_lm_preset(tmp_path_factory):
+    """A tiny OPT causal LM preset whose tokenizer knows the words of
+    `write_sst2_task` and the SST-2 verbaliser, as a user's downloaded
+    decoder preset is laid out."""
+    keras.utils.set_random_seed(0)
+    tokenizer = bpe_tokenizer(WORDS + ["It", "was", "terrible"])
+    backbone = keras_hub.models.OPTBackbone(
+        **{**TINY_CONFIG, "vocabulary_size": tokenizer.vocabulary_size() + 1}
+    )
+    randomize_biases(backbone)
+    causal_lm = keras_hub.models.OPTCausalLM(
+        backbone,
+        keras_hub.models.OPTCausalLMPreprocessor(tokenizer, sequence_length=12),
+    )
+    directory = str(tmp_path_factory.mktemp("causal_lm_preset"))
+    causal_lm.save_to_preset(directory)
+    return directory
+
+
 def write_sst2_task(folder, num_train=48, num_dev=16):
     """A tiny SST-2-like task as GLUE-style TSV files under `folder`; the
     label depends on the adjectives, so it can be learned."""

@@ -204,3 +204,46 @@ def test_regression_task(classifier_preset, tmp_path):
     assert list(results["metrics"]) == ["pearson", "spearman"]
     # value biases (2 x 8) and a one-output head (8 + 1).
     assert results["trainable_params"] == 16 + 9
+
+
+def test_beft_run_and_predict_on_a_causal_lm(causal_lm_preset, tmp_path):
+    """A decoder preset is prompted: SST-2 as the next-token scores of
+    " terrible" and " great" after "<sentence> It was"."""
+    data_dir = write_sst2_task(tmp_path / "glue")
+    output = tmp_path / "run"
+    args = _tiny_args(data_dir, causal_lm_preset)
+    assert cli.main(
+        ["run", *args, "--epochs", "2", "--output", str(output)]
+    ) == 0
+    results = json.loads((output / "results.json").read_text())
+    run = results["runs"][0]
+    assert results["selected"][0] in ("query", "key", "value")
+    # Two layers of 8 biases; the LM head is the tied embedding, frozen.
+    assert results["trainable_params"] == 2 * 8
+    # OPT's settings in the paper, not the encoder's for SST-2.
+    assert (run["learning_rate"], run["epochs"]) == (1e-3, 2)
+    predictions = tmp_path / "predictions.tsv"
+    assert cli.main(
+        ["predict", "--task", "sst2",
+         "--input", str(data_dir / "sst2" / "dev.tsv"),
+         "--delta", str(output / "seed_0" / "delta.safetensors"),
+         "--model", causal_lm_preset, "--sequence-length", "12",
+         "--output", str(predictions)]
+    ) == 0
+    rows = [line.split("\t") for line in predictions.read_text().splitlines()]
+    dev = (data_dir / "sst2" / "dev.tsv").read_text().splitlines()[1:]
+    labels = [line.split("\t")[1] for line in dev]
+    accuracy = np.mean([r[1] == label for r, label in zip(rows[1:], labels)])
+    assert accuracy == results["metrics"]["accuracy"]["mean"]
+
+
+def test_causal_lm_on_a_task_without_prompt(causal_lm_preset, tmp_path, capsys):
+    data_dir = write_sst2_task(tmp_path / "glue")
+    os.rename(data_dir / "sst2", data_dir / "cola")
+    code = cli.main(
+        ["tune", "--task", "cola", "--data-dir", str(data_dir),
+         "--model", causal_lm_preset, "--output", str(tmp_path / "out")]
+    )
+    assert code == 2
+    assert "Task 'cola' has no prompt for a causal LM. Tasks with one: " \
+        "sst2, rte, cb, boolq." in capsys.readouterr().err

@@ -2,6 +2,7 @@ import keras
 import keras_hub
 import numpy as np
 import pytest
+import tensorflow as tf
 
 import beft_keras
 from beft_keras.prompting import SST2_TEMPLATE
@@ -14,6 +15,7 @@ from beft_keras.prompting import classification_inputs
 from beft_keras.prompting import generation_inputs
 from tests.conftest import SEQUENCE_LENGTH
 from tests.conftest import VOCABULARY_SIZE
+from tests.conftest import bpe_tokenizer
 from tests.conftest import snapshot
 
 # The toy task's tokens: `<s> w1 w2 It was`, where one of w1, w2 is a
@@ -74,20 +76,7 @@ def sst2_like(num_examples, seed):
 
 
 def tiny_tokenizer():
-    """An OPT byte-pair tokenizer that knows a few words after a space."""
-    words = ("It", "was", "great", "terrible", "good", "movie")
-    vocabulary = {"<pad>": 1, "</s>": 2}
-    merges = []
-    for word in words:
-        token = "Ġ" + word
-        for end in range(2, len(token) + 1):
-            vocabulary.setdefault(token[:end], len(vocabulary) + 1)
-        merges += [f"{token[:i]} {token[i]}" for i in range(1, len(token))]
-    for char in sorted(set("Ġ" + "".join(words))):
-        vocabulary.setdefault(char, len(vocabulary) + 1)
-    return keras_hub.models.OPTTokenizer(
-        vocabulary=vocabulary, merges=list(dict.fromkeys(merges))
-    )
+    return bpe_tokenizer(("It", "was", "great", "terrible", "good", "movie"))
 
 
 def _compile(model, learning_rate):
@@ -316,3 +305,40 @@ def test_prompts_through_a_tokenizer():
         SST2_VERBALIZER.token_ids()
     with pytest.raises(PromptError, match="field 'sentence'"):
         PromptTemplate("{sentence} It was").format(text="no sentence")
+
+
+def test_prompt_preprocessor_matches_classification_inputs():
+    tokenizer = tiny_tokenizer()
+    # Slots out of the features' order, and a prompt too long to fit.
+    template = PromptTemplate("{second} was{first} It was")
+    assert template.fields == ("second", "first")
+    first = [" good", " good movie movie good movie"]
+    second = [" movie", " great"]
+    preprocessor = beft_keras.PromptPreprocessor(
+        tokenizer, template, features=("first", "second"), sequence_length=8
+    )
+    prompts = [template.format(first=a, second=b) for a, b in zip(first, second)]
+    expected, _ = classification_inputs(prompts, [0, 1], tokenizer, 8)
+    outputs = preprocessor((first, second))
+    for name in ("token_ids", "padding_mask"):
+        np.testing.assert_array_equal(outputs[name], expected[name])
+    # The long prompt lost tokens from its start, after the start token.
+    assert outputs["padding_mask"].sum(axis=1).tolist() == [6, 8]
+    assert outputs["token_ids"][1, 0] == tokenizer.start_token_id
+
+    # Inside tf.data, as `make_dataset` runs it.
+    dataset = tf.data.Dataset.from_tensor_slices((first, second)).batch(2)
+    batch = next(iter(dataset.map(lambda a, b: preprocessor(x=(a, b)))))
+    np.testing.assert_array_equal(batch["token_ids"], expected["token_ids"])
+
+    with pytest.raises(PromptError, match=r"needs the features \['second'\]"):
+        beft_keras.PromptPreprocessor(tokenizer, template, ("first",))
+    with pytest.raises(PromptError, match="one batch of texts per feature"):
+        preprocessor(first)
+
+
+def test_task_prompts_fill_with_their_tasks_features():
+    for name, prompt in beft_keras.TASK_PROMPTS.items():
+        spec = beft_keras.get_task(name)
+        assert set(prompt.template.fields) == set(spec.features)
+        assert len(prompt.verbalizer.words) == spec.num_classes
