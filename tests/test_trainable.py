@@ -205,6 +205,48 @@ def test_opt_causal_lm_value_only(opt_preset):
     assert _changed(before, model) == _value_paths(model)
 
 
+def test_value_only_with_gradient_checkpointing(opt_preset):
+    """Layers built under `keras.RematScope` (the memory-saving recipe for
+    large decoders) train their value biases to the same values on torch.
+    Keras 3.15's jax and tensorflow remat cannot wrap a keras-hub
+    transformer layer's call (it passes None and bool keywords), as the
+    README says; this pins that limitation."""
+    token_ids, padding_mask, _ = token_batch()
+    features = {"token_ids": token_ids[:, :-1], "padding_mask": padding_mask[:, :-1]}
+
+    def train(mode):
+        names = [f"transformer_layer_{i}" for i in range(NUM_LAYERS)]
+        with keras.RematScope(mode=mode, layer_names=names):
+            model = keras_hub.models.OPTCausalLM(
+                backbone=keras_hub.models.OPTBackbone.from_preset(opt_preset),
+                preprocessor=None,
+            )
+        beft_keras.BiasOnlyTrainable("value", head=False).apply(model)
+        model.compile(
+            optimizer=keras.optimizers.SGD(1.0),
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            weighted_metrics=[],
+        )
+        before = snapshot(model)
+        model.fit(
+            features, token_ids[:, 1:], sample_weight=padding_mask[:, 1:],
+            batch_size=16, epochs=1, verbose=0,
+        )
+        assert _changed(before, model) == _value_paths(model)
+        return snapshot(model)
+
+    plain = train(None)
+    if keras.backend.backend() != "torch":
+        with pytest.raises(
+            (ValueError, RuntimeError), match="_error_repr|custom_gradient"
+        ):
+            train("list_of_layers")
+        return
+    checkpointed = train("list_of_layers")
+    for path, value in plain.items():
+        np.testing.assert_allclose(checkpointed[path], value, atol=1e-6)
+
+
 def test_minilm_package_value_only():
     classifier = keras_hub.models.BertTextClassifier.from_preset(
         minilm_preset_dir(), num_classes=2
