@@ -148,22 +148,8 @@ def test_beft_predict_with_a_tuned_delta(classifier_preset, tmp_path, capsys):
     tuned = json.loads((output / "results.json").read_text())
     capsys.readouterr()
 
-    dev = data_dir / "sst2" / "dev.tsv"
     predictions = tmp_path / "predictions.tsv"
-    code = cli.main(
-        ["predict", "--task", "sst2", "--input", str(dev),
-         "--delta", str(output / "seed_0" / "delta.safetensors"),
-         "--model", classifier_preset, "--sequence-length", "12",
-         "--output", str(predictions)]
-    )
-    assert code == 0
-    rows = [line.split("\t") for line in predictions.read_text().splitlines()]
-    assert rows[0] == ["sentence", "prediction"]
-    labels = [line.split("\t")[1] for line in dev.read_text().splitlines()[1:]]
-    assert [r[0] for r in rows[1:]] == [
-        line.split("\t")[0] for line in dev.read_text().splitlines()[1:]
-    ]
-    accuracy = np.mean([r[1] == label for r, label in zip(rows[1:], labels)])
+    accuracy = _predict_dev(data_dir, output, classifier_preset, predictions)
     # The same weights as at the end of `tune`: the same dev accuracy.
     assert accuracy == tuned["metrics"]["accuracy"]["mean"]
     assert f"accuracy: {accuracy:.4f}" in capsys.readouterr().out
@@ -178,6 +164,25 @@ def test_beft_predict_with_a_tuned_delta(classifier_preset, tmp_path, capsys):
          "--output", str(predictions)]
     ) == 0
     assert len(predictions.read_text().splitlines()) == 3
+
+
+def _predict_dev(data_dir, output, model, predictions):
+    """`beft predict` of the SST-2 dev file with the delta of seed 0 in
+    `output`; the accuracy of the predictions written, checked row by row
+    against the file."""
+    dev = data_dir / "sst2" / "dev.tsv"
+    code = cli.main(
+        ["predict", "--task", "sst2", "--input", str(dev),
+         "--delta", str(output / "seed_0" / "delta.safetensors"),
+         "--model", model, "--sequence-length", "12",
+         "--output", str(predictions)]
+    )
+    assert code == 0
+    rows = [line.split("\t") for line in predictions.read_text().splitlines()]
+    assert rows[0] == ["sentence", "prediction"]
+    lines = [line.split("\t") for line in dev.read_text().splitlines()[1:]]
+    assert [r[0] for r in rows[1:]] == [line[0] for line in lines]
+    return np.mean([r[1] == line[1] for r, line in zip(rows[1:], lines)])
 
 
 def test_regression_task(classifier_preset, tmp_path):
@@ -222,18 +227,9 @@ def test_beft_run_and_predict_on_a_causal_lm(causal_lm_preset, tmp_path):
     assert results["trainable_params"] == 2 * 8
     # OPT's settings in the paper, not the encoder's for SST-2.
     assert (run["learning_rate"], run["epochs"]) == (1e-3, 2)
-    predictions = tmp_path / "predictions.tsv"
-    assert cli.main(
-        ["predict", "--task", "sst2",
-         "--input", str(data_dir / "sst2" / "dev.tsv"),
-         "--delta", str(output / "seed_0" / "delta.safetensors"),
-         "--model", causal_lm_preset, "--sequence-length", "12",
-         "--output", str(predictions)]
-    ) == 0
-    rows = [line.split("\t") for line in predictions.read_text().splitlines()]
-    dev = (data_dir / "sst2" / "dev.tsv").read_text().splitlines()[1:]
-    labels = [line.split("\t")[1] for line in dev]
-    accuracy = np.mean([r[1] == label for r, label in zip(rows[1:], labels)])
+    accuracy = _predict_dev(
+        data_dir, output, causal_lm_preset, tmp_path / "predictions.tsv"
+    )
     assert accuracy == results["metrics"]["accuracy"]["mean"]
 
 
