@@ -27,6 +27,7 @@ from beft_keras.prompting import TaskPrompt
 from beft_keras.prompting import Verbalizer
 from beft_keras.prompting import VerbalizerClassifier
 from beft_keras.prompting import classification_inputs
+from beft_keras.prompting import generate_answers
 from beft_keras.prompting import generation_inputs
 from beft_keras.report import BeftResults
 from beft_keras.terms import PAPER_SYMBOLS

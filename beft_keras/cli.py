@@ -91,7 +91,10 @@ def _parser():
 
 
 def _add_common_arguments(command):
-    command.add_argument("--task", required=True, help="e.g. sst2, rte, cola")
+    command.add_argument(
+        "--task", required=True,
+        help="e.g. sst2, rte, cola; squad with a causal LM",
+    )
     command.add_argument(
         "--data-dir",
         help="folder of GLUE-style TSV files <task>/{train,dev}.tsv "

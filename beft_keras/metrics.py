@@ -1,5 +1,9 @@
-"""The GLUE and SuperGLUE metrics, as pure numpy functions of the true and
-predicted labels."""
+"""The GLUE, SuperGLUE and SQuAD metrics, as pure numpy functions of the
+true and predicted labels."""
+
+import collections
+import re
+import string
 
 import numpy as np
 import scipy.stats
@@ -69,6 +73,23 @@ def spearman(y_true, y_pred):
     return float(scipy.stats.spearmanr(y_true, y_pred).statistic)
 
 
+def exact_match(y_true, y_pred):
+    """SQuAD's exact match: the share of answers equal, once normalised, to
+    one of their example's reference answers.
+
+    Args:
+        y_true: sequence of tuples of str, the reference answers.
+        y_pred: sequence of str, one generated answer per example.
+    """
+    return _best_over_references(y_true, y_pred, _exact)
+
+
+def token_f1(y_true, y_pred):
+    """SQuAD's F1: the overlap of normalised answer tokens with the best
+    reference answer, averaged over examples."""
+    return _best_over_references(y_true, y_pred, _token_f1)
+
+
 METRICS = {
     "accuracy": accuracy,
     "mcc": mcc,
@@ -76,6 +97,8 @@ METRICS = {
     "macro_f1": macro_f1,
     "pearson": pearson,
     "spearman": spearman,
+    "exact_match": exact_match,
+    "token_f1": token_f1,
 }
 
 
@@ -171,3 +194,44 @@ def _class_f1(y_true, y_pred, positive):
 
 def _is_constant(values):
     return np.all(values == values[0])
+
+
+def _best_over_references(y_true, y_pred, score):
+    y_true, y_pred = list(y_true), list(y_pred)
+    if not y_true or len(y_true) != len(y_pred):
+        raise MetricError(
+            "`y_true` and `y_pred` must be non-empty and of the same length. "
+            f"Received: {len(y_true)} and {len(y_pred)} examples."
+        )
+    return float(
+        np.mean(
+            [
+                max((score(ref, pred) for ref in refs), default=0.0)
+                for refs, pred in zip(y_true, y_pred)
+            ]
+        )
+    )
+
+
+def _normalize_answer(text):
+    """Lower case, no punctuation, no articles, single spaces: the SQuAD
+    evaluation script's normalisation."""
+    text = "".join(c for c in text.lower() if c not in string.punctuation)
+    text = re.sub(r"\b(a|an|the)\b", " ", text)
+    return " ".join(text.split())
+
+
+def _exact(reference, prediction):
+    return float(_normalize_answer(reference) == _normalize_answer(prediction))
+
+
+def _token_f1(reference, prediction):
+    reference = _normalize_answer(reference).split()
+    prediction = _normalize_answer(prediction).split()
+    common = collections.Counter(reference) & collections.Counter(prediction)
+    overlap = sum(common.values())
+    if not overlap:
+        return 0.0
+    precision = overlap / len(prediction)
+    recall = overlap / len(reference)
+    return 2 * precision * recall / (precision + recall)

@@ -17,6 +17,8 @@ from beft_keras.probe import BeftProbe
 from beft_keras.prompting import TASK_PROMPTS
 from beft_keras.prompting import PromptPreprocessor
 from beft_keras.prompting import VerbalizerClassifier
+from beft_keras.prompting import generate_answers
+from beft_keras.prompting import generation_inputs
 from beft_keras.terms import TERMS
 from beft_keras.trainable import BiasOnlyTrainable
 
@@ -27,6 +29,8 @@ FULL = "full"
 TUNE_MODES = (ALL_BIAS, HEAD, FULL)
 # The paper's learning rate for full fine-tuning.
 FULL_LEARNING_RATE = 1e-5
+# The longest answer generated for a generation task, in tokens.
+MAX_ANSWER_LENGTH = 32
 
 
 def default_model():
@@ -49,10 +53,23 @@ def load_classifier(model, spec, sequence_length):
 
     An encoder preset gives a keras-hub `TextClassifier`. A causal LM
     preset (OPT, GPT-2, Qwen, Llama, ...) gives a `VerbalizerClassifier`
-    on the task's prompt (`TASK_PROMPTS`), with a `PromptPreprocessor`.
-    The classifier is returned without its preprocessor: the pipeline
-    tokenizes once, into length-bucketed batches.
+    on the task's prompt (`TASK_PROMPTS`), with a `PromptPreprocessor`;
+    for a generation task (SQuAD) it gives the causal LM itself, with its
+    tokenizer in place of the preprocessor. The model is returned without
+    its preprocessor: the pipeline tokenizes once, into length-bucketed
+    batches.
     """
+    if spec.is_generation:
+        try:
+            causal_lm = keras_hub.models.CausalLM.from_preset(model)
+        except Exception as error:
+            raise ValueError(
+                f"Task '{spec.name}' needs a causal LM preset (OPT, GPT-2, "
+                f"Qwen, ...). {_load_error(model, error)}"
+            ) from error
+        return causal_lm.preprocessor.tokenizer, type(causal_lm)(
+            backbone=causal_lm.backbone, preprocessor=None
+        )
     try:
         preprocessor = keras_hub.models.TextClassifierPreprocessor.from_preset(
             model, sequence_length=sequence_length
@@ -119,10 +136,16 @@ def compile_classifier(classifier, spec, learning_rate):
         loss = keras.losses.MeanSquaredError()
     else:
         loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    extra = {}
+    if isinstance(classifier, keras_hub.models.CausalLM):
+        # Answers are scored as decoded greedily; the loss is weighted to
+        # the answer tokens by the data's sample weights.
+        extra = dict(sampler="greedy", weighted_metrics=[])
     classifier.compile(
         optimizer=keras.optimizers.AdamW(learning_rate, global_clipnorm=1.0),
         loss=loss,
         metrics=[],
+        **extra,
     )
 
 
@@ -148,7 +171,10 @@ class TaskRun:
         dev: `Examples`. The whole dev set.
         classifier: the keras-hub text classifier, without preprocessor.
         train_batches: `tf.data.Dataset`, shuffled every epoch.
-        dev_batches: `tf.data.Dataset`.
+        dev_batches: `tf.data.Dataset`; `None` for a generation task, whose
+            dev prompts are answered by `generate_answers`.
+        tokenizer: the causal LM's tokenizer, for a generation task.
+        sequence_length: int. The longest padded batch.
     """
 
     spec: object
@@ -160,6 +186,8 @@ class TaskRun:
     classifier: object
     train_batches: object
     dev_batches: object
+    tokenizer: object = None
+    sequence_length: int = 128
 
 
 def prepare(
@@ -203,6 +231,21 @@ def prepare(
     keras.utils.set_random_seed(seed)
     preprocessor, classifier = load_classifier(model, spec, sequence_length)
     spec = _task_settings(spec, classifier)
+    if spec.is_generation:
+        x, y, weights = generation_inputs(
+            _prompts(train, spec),
+            [" " + answers[0] for answers in train.labels],
+            preprocessor,
+            sequence_length,
+        )
+        train_batches = data.batch_arrays(
+            x, y, batch_size, sequence_length, shuffle=True, seed=seed,
+            buckets=buckets, sample_weight=weights,
+        )
+        return TaskRun(
+            spec, model, seed, regime, train, dev, classifier, train_batches,
+            None, preprocessor, sequence_length,
+        )
     train_batches = data.make_dataset(
         train,
         preprocessor,
@@ -217,7 +260,7 @@ def prepare(
     )
     return TaskRun(
         spec, model, seed, regime, train, dev, classifier, train_batches,
-        dev_batches,
+        dev_batches, sequence_length=sequence_length,
     )
 
 
@@ -309,7 +352,7 @@ def tune(run, terms, epochs=None, learning_rate=None, verbose=1):
         "trainable_percent": 100.0 * trainable / total,
         "learning_rate": learning_rate,
         "epochs": epochs,
-        "metrics": evaluate(classifier, run.spec, run.dev_batches),
+        "metrics": _evaluate_run(run),
         "wall_time_s": time.perf_counter() - start,
     }
 
@@ -406,22 +449,63 @@ def predict(
     model = model or default_model()
     preprocessor, classifier = load_classifier(model, spec, sequence_length)
     load_delta(classifier, delta, allow_base_mismatch=allow_base_mismatch)
-    # A single padding length keeps the batches in the file's order.
-    batches = data.make_dataset(
-        examples,
-        preprocessor,
-        batch_size,
-        sequence_length,
-        buckets=(sequence_length,),
-    )
-    logits = classifier.predict(batches, verbose=0)
-    predictions = metrics_lib.predictions_from_logits(spec, logits)
+    if spec.is_generation:
+        classifier.compile(sampler="greedy")
+        predictions = _answers(
+            classifier, preprocessor, examples, spec, sequence_length,
+            batch_size,
+        )
+    else:
+        # A single padding length keeps the batches in the file's order.
+        batches = data.make_dataset(
+            examples,
+            preprocessor,
+            batch_size,
+            sequence_length,
+            buckets=(sequence_length,),
+        )
+        logits = classifier.predict(batches, verbose=0)
+        predictions = metrics_lib.predictions_from_logits(spec, logits)
     metrics = None
     if has_labels:
         metrics = metrics_lib.compute_metrics(
             spec, examples.labels, predictions
         )
     return examples, predictions, metrics
+
+
+def _prompts(examples, spec):
+    """The task's prompt for every example."""
+    template = TASK_PROMPTS[spec.name].template
+    return [
+        template.format(**{name: examples.features[name][i]
+                           for name in spec.features})
+        for i in range(len(examples))
+    ]
+
+
+def _answers(causal_lm, tokenizer, examples, spec, sequence_length,
+             batch_size=64):
+    """Generated answers to the task's prompts of `examples`."""
+    return generate_answers(
+        causal_lm,
+        _prompts(examples, spec),
+        tokenizer,
+        sequence_length,
+        max_answer_length=min(MAX_ANSWER_LENGTH, sequence_length // 2),
+        batch_size=batch_size,
+    )
+
+
+def _evaluate_run(run):
+    """The task's metrics on the whole dev set of `run`."""
+    if run.spec.is_generation:
+        answers = _answers(
+            run.classifier, run.tokenizer, run.dev, run.spec,
+            run.sequence_length,
+        )
+        return metrics_lib.compute_metrics(run.spec, run.dev.labels, answers)
+    return evaluate(run.classifier, run.spec, run.dev_batches)
 
 
 def _model_name(model):

@@ -110,13 +110,14 @@ class TaskPrompt:
 
     Attributes:
         template: `PromptTemplate` whose slots are the task's text features.
-        verbalizer: `Verbalizer`, one word per class in label order.
+        verbalizer: `Verbalizer`, one word per class in label order; `None`
+            for a generation task, whose answers follow the prompt.
         learning_rate: float. The paper's bias-only rate for OPT.
         epochs: int. The paper's epochs for OPT.
     """
 
     template: PromptTemplate
-    verbalizer: Verbalizer
+    verbalizer: Verbalizer = None
     learning_rate: float = 1e-3
     epochs: int = 5
 
@@ -150,6 +151,7 @@ TASK_PROMPTS = {
     "boolq": TaskPrompt(
         PromptTemplate("{passage} {question}?"), Verbalizer((" No", " Yes"))
     ),
+    "squad": TaskPrompt(SQUAD_TEMPLATE),
 }
 
 
@@ -347,6 +349,76 @@ def generation_inputs(prompts, answers, tokenizer=None, sequence_length=128):
     return x, token_ids[:, 1:], weights[:, 1:].astype("float32")
 
 
+def generate_answers(
+    causal_lm,
+    prompts,
+    tokenizer=None,
+    sequence_length=128,
+    max_answer_length=32,
+    batch_size=16,
+):
+    """Greedy answers of a causal LM to prompts, as text (or token ids).
+
+    Each prompt keeps room for `max_answer_length` tokens (losing tokens
+    from its start if it must) and is answered with `causal_lm.generate`,
+    which decodes with the sampler the model was compiled with (keras-hub's
+    default is `"top_k"`; compile with `sampler="greedy"` to score
+    answers). An answer ends at the tokenizer's end token.
+
+    Args:
+        causal_lm: a keras-hub `CausalLM` without preprocessor.
+        prompts: list of str, formatted prompts; or, with `tokenizer=None`,
+            lists of token ids, start token included.
+        tokenizer: the causal LM's tokenizer, or `None` for token ids.
+            Defaults to `None`.
+        sequence_length: int. Prompt and answer together. Defaults to `128`.
+        max_answer_length: int. The longest answer, in tokens. Defaults to
+            `32`.
+        batch_size: int. Prompts generated at once. Defaults to `16`.
+
+    Returns:
+        A numpy array of str, one answer per prompt (of token-id lists
+        without a tokenizer).
+
+    Example:
+    ```python
+    causal_lm = keras_hub.models.OPTCausalLM(backbone, preprocessor=None)
+    causal_lm.compile(sampler="greedy")
+    prompts = [beft_keras.SQUAD_TEMPLATE.format(**e) for e in examples]
+    beft_keras.generate_answers(causal_lm, prompts, tokenizer)
+    ```
+    """
+    if not 0 < max_answer_length < sequence_length:
+        raise PromptError(
+            "`max_answer_length` must be positive and below "
+            f"`sequence_length`={sequence_length}. Received: "
+            f"max_answer_length={max_answer_length}"
+        )
+    keep = _kept_start(tokenizer)
+    room = sequence_length - max_answer_length
+    sequences = [
+        _truncate(p, room, keep) for p in _token_lists(prompts, tokenizer)
+    ]
+    end = getattr(tokenizer, "end_token_id", None)
+    answers = np.empty(len(sequences), dtype=object)
+    for start in range(0, len(sequences), batch_size):
+        chunk = sequences[start : start + batch_size]
+        token_ids, padding_mask = _pack(chunk, sequence_length, tokenizer)
+        outputs = causal_lm.generate(
+            {"token_ids": token_ids, "padding_mask": padding_mask},
+            stop_token_ids=None if end is None else [end],
+        )
+        generated = keras.ops.convert_to_numpy(outputs["token_ids"])
+        mask = keras.ops.convert_to_numpy(outputs["padding_mask"])
+        for i, prompt in enumerate(chunk):
+            tokens = generated[i, len(prompt) :][mask[i, len(prompt) :]]
+            tokens = [int(t) for t in tokens if t != end][:max_answer_length]
+            answers[start + i] = (
+                tokens if tokenizer is None else _text(tokenizer, tokens)
+            )
+    return answers
+
+
 @keras.saving.register_keras_serializable(package="beft_keras")
 class VerbalizerClassifier(keras.Model):
     """Classify prompts by a causal LM's next-token scores of verbaliser words.
@@ -441,6 +513,14 @@ def _token_lists(texts, tokenizer, start=True):
     start_id = getattr(tokenizer, "start_token_id", None) if start else None
     prefix = [] if start_id is None else [start_id]
     return [prefix + _token_list(tokens) for tokens in tokenizer(texts)]
+
+
+def _text(tokenizer, tokens):
+    if not tokens:
+        return ""
+    text = tokenizer.detokenize(np.asarray([tokens], dtype="int32"))
+    text = np.asarray(text).reshape(-1)[0]
+    return (text.decode("utf-8") if isinstance(text, bytes) else str(text)).strip()
 
 
 def _token_list(tokens):

@@ -119,10 +119,14 @@ def bpe_tokenizer(words):
 @pytest.fixture(scope="session")
 def causal_lm_preset(tmp_path_factory):
     """A tiny OPT causal LM preset whose tokenizer knows the words of
-    `write_sst2_task` and the SST-2 verbaliser, as a user's downloaded
-    decoder preset is laid out."""
+    `write_sst2_task`, the SST-2 verbaliser and the SQuAD prompt (`Ċ` is a
+    newline to a byte-level tokenizer), as a user's downloaded decoder
+    preset is laid out."""
     keras.utils.set_random_seed(0)
-    tokenizer = bpe_tokenizer(WORDS + ["It", "was", "terrible"])
+    tokenizer = bpe_tokenizer(
+        WORDS + ["It", "was", "terrible"]
+        + ["Title", "Context", "Question", "Answer", ":", "Ċ"]
+    )
     backbone = keras_hub.models.OPTBackbone(
         **{**TINY_CONFIG, "vocabulary_size": tokenizer.vocabulary_size() + 1}
     )
@@ -151,6 +155,23 @@ def write_sst2_task(folder, num_train=48, num_dev=16):
             )
             lines.append(f"{' '.join(words)}\t{label}")
         (folder / "sst2" / f"{split}.tsv").write_text("\n".join(lines) + "\n")
+    return folder
+
+
+def write_squad_task(folder, num_train=24, num_dev=8):
+    """A tiny SQuAD-like task as TSV files under `folder`: the answer is
+    the adjective of the context."""
+    rng = np.random.default_rng(0)
+    os.makedirs(folder / "squad")
+    for split, size in [("train", num_train), ("dev", num_dev)]:
+        lines = ["title\tcontext\tquestion\tlabel"]
+        for _ in range(size):
+            adjective = str(rng.choice(WORDS[:6]))
+            lines.append(
+                f"film\tthe film was {adjective}\twas the film good\t"
+                f'["{adjective}", "{adjective} film"]'
+            )
+        (folder / "squad" / f"{split}.tsv").write_text("\n".join(lines) + "\n")
     return folder
 
 

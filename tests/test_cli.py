@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 
 from beft_keras import cli
+from beft_keras import metrics
 from tests.conftest import WORDS
+from tests.conftest import write_squad_task
 from tests.conftest import write_sst2_task
 
 def test_beft_run_end_to_end(classifier_preset, tmp_path, capsys):
@@ -242,4 +244,53 @@ def test_causal_lm_on_a_task_without_prompt(causal_lm_preset, tmp_path, capsys):
     )
     assert code == 2
     assert "Task 'cola' has no prompt for a causal LM. Tasks with one: " \
-        "sst2, rte, cb, boolq." in capsys.readouterr().err
+        "sst2, rte, cb, boolq, squad." in capsys.readouterr().err
+
+
+def test_generation_task_needs_a_causal_lm(classifier_preset, tmp_path, capsys):
+    data_dir = write_squad_task(tmp_path / "data")
+    code = cli.main(
+        ["tune", "--task", "squad", "--data-dir", str(data_dir),
+         "--model", classifier_preset, "--output", str(tmp_path / "out")]
+    )
+    assert code == 2
+    assert "Task 'squad' needs a causal LM preset" in capsys.readouterr().err
+
+
+def test_beft_run_and_predict_a_generation_task(causal_lm_preset, tmp_path):
+    """SQuAD: the LM loss on the answer tokens, greedy answers scored by
+    exact match and token F1; `beft predict` answers the same."""
+    data_dir = write_squad_task(tmp_path / "data")
+    output = tmp_path / "run"
+    args = ["--task", "squad", "--data-dir", str(data_dir),
+            "--model", causal_lm_preset, "--batch-size", "8",
+            "--sequence-length", "12"]
+    assert cli.main(
+        ["run", *args, "--epochs", "1", "--output", str(output)]
+    ) == 0
+    results = json.loads((output / "results.json").read_text())
+    assert results["selected"][0] in ("query", "key", "value")
+    assert results["trainable_params"] == 2 * 8
+    assert list(results["metrics"]) == ["exact_match", "token_f1"]
+    for value in results["metrics"].values():
+        assert 0.0 <= value["mean"] <= 1.0
+    predictions = tmp_path / "answers.tsv"
+    assert cli.main(
+        ["predict", "--task", "squad",
+         "--input", str(data_dir / "squad" / "dev.tsv"),
+         "--delta", str(output / "seed_0" / "delta.safetensors"),
+         "--model", causal_lm_preset, "--sequence-length", "12",
+         "--output", str(predictions)]
+    ) == 0
+    rows = predictions.read_text().splitlines()
+    assert rows[0].split("\t") == ["title", "context", "question", "prediction"]
+    assert len(rows) == 9
+    # Greedy decoding with the tuned weights: the dev scores of the run.
+    answers = [row.split("\t")[3] for row in rows[1:]]
+    references = [
+        tuple(json.loads(line.split("\t")[3]))
+        for line in (data_dir / "squad" / "dev.tsv").read_text().splitlines()[1:]
+    ]
+    assert metrics.exact_match(references, answers) == pytest.approx(
+        results["metrics"]["exact_match"]["mean"]
+    )

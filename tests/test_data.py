@@ -6,6 +6,7 @@ import keras
 import keras_hub
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from beft_keras import data
 from beft_keras.data import DataError
@@ -31,15 +32,16 @@ NUM_EXAMPLES = 30
 
 def test_tasks():
     glue = {"sst2", "cola", "rte", "mrpc", "stsb", "qnli", "qqp", "mnli"}
-    assert set(data.TASKS) == glue | {"cb", "wic", "boolq"}
+    assert set(data.TASKS) == glue | {"cb", "wic", "boolq", "squad"}
     for name, spec in data.TASKS.items():
         assert spec.name == name
-        assert spec.tfds_name.split("/")[-1] == name
+        assert name in spec.tfds_name.split("/")
         assert tuple(spec.regimes) == data.REGIMES
         low, medium, high, full = spec.regimes.values()
         assert 0 < low < medium < high and full is None
         assert spec.features and spec.metrics
         assert spec.is_regression == (name == "stsb")
+        assert spec.is_generation == (name == "squad")
         assert spec.learning_rate > 0 and spec.epochs > 0
 
 
@@ -207,6 +209,33 @@ def test_load_from_tfds(monkeypatch):
     assert dev.labels.dtype == np.int32
     data.load_split("cb", "train")
     assert calls[-1] == ("super_glue/cb", "train", -1)
+
+
+def test_squad_from_tfds_and_tsv(monkeypatch, tmp_path):
+    def load(name, split, batch_size):
+        return {
+            "title": np.array([b"T1", b"T2"], dtype=object),
+            "context": np.array([b"c1", b"c2"], dtype=object),
+            "question": np.array([b"q1", b"q2"], dtype=object),
+            # Ragged: a different number of reference answers per example.
+            "answers": {"text": tf.ragged.constant([[b"a", b"an a"], [b"b"]])},
+        }
+
+    _fake_tfds(monkeypatch, load)
+    dev = data.load_split("squad", "dev")
+    assert list(dev.labels) == [("a", "an a"), ("b",)]
+    np.testing.assert_array_equal(dev.features["question"], ["q1", "q2"])
+
+    os.makedirs(tmp_path / "squad")
+    rows = ["title\tcontext\tquestion\tlabel",
+            't\tc\tq\t["Denver Broncos", "Broncos"]', 't\tc\tq\t["x"]']
+    (tmp_path / "squad" / "train.tsv").write_text("\n".join(rows) + "\n")
+    train = data.load_split("squad", "train", str(tmp_path))
+    assert list(train.labels) == [("Denver Broncos", "Broncos"), ("x",)]
+    rows[2] = "t\tc\tq\tx"
+    (tmp_path / "squad" / "train.tsv").write_text("\n".join(rows) + "\n")
+    with pytest.raises(DataError, match="Invalid label 'x' on line 3"):
+        data.load_split("squad", "train", str(tmp_path))
 
 
 def test_tfds_failure_suggests_data_dir(monkeypatch):
@@ -458,3 +487,24 @@ def test_fit_on_buckets(preprocessor):
     history = model.fit(dataset, epochs=2, verbose=0)
     assert len(history.history["loss"]) == 2
     assert np.all(np.isfinite(history.history["loss"]))
+
+
+def test_batch_arrays_trims_per_token_targets():
+    # Lengths 3, 5, 9: buckets 4, 8, 12; targets and weights per token.
+    lengths = np.array([3, 9, 5])
+    mask = np.arange(12)[None, :] < lengths[:, None]
+    token_ids = np.where(mask, np.arange(1, 13)[None, :], 0).astype("int32")
+    features = {"token_ids": token_ids, "padding_mask": mask}
+    weights = mask.astype("float32")
+    dataset = data.batch_arrays(
+        features, token_ids + 100, batch_size=2, sequence_length=12,
+        buckets=(4, 8), sample_weight=weights,
+    )
+    batches = list(dataset.as_numpy_iterator())
+    assert [b[0]["token_ids"].shape for b in batches] == [(1, 4), (1, 8), (1, 12)]
+    for x, y, w in batches:
+        assert y.shape == w.shape == x["token_ids"].shape
+        np.testing.assert_array_equal(y, x["token_ids"] + 100)
+        np.testing.assert_array_equal(w, x["padding_mask"])
+    with pytest.raises(DataError, match="no 'padding_mask'"):
+        data.batch_arrays({"token_ids": token_ids}, token_ids, 2)

@@ -166,3 +166,21 @@ def test_predictions_from_logits_bad_shape(task, shape, expected):
     with pytest.raises(metrics.MetricError, match=expected) as error:
         metrics.predictions_from_logits(task, np.zeros(shape))
     assert str(shape) in str(error.value)
+
+
+def test_squad_exact_match_and_token_f1_by_hand():
+    references = [("Denver Broncos", "Broncos"), ("Saint Bernadette",),
+                  ("1,000",)]
+    # Case, punctuation and articles are normalised away; the best
+    # reference counts.
+    predictions = ["the Broncos.", "Bernadette of Lourdes", ""]
+    assert metrics.exact_match(references, predictions) == pytest.approx(1 / 3)
+    # F1: 1 (Broncos == Broncos); "bernadette" is 1 of 3 predicted and
+    # 1 of 2 reference tokens, 2 * (1/3 * 1/2) / (1/3 + 1/2) = 0.4; 0.
+    assert metrics.token_f1(references, predictions) == pytest.approx(
+        (1 + 0.4 + 0) / 3
+    )
+    scores = metrics.compute_metrics("squad", references, predictions)
+    assert list(scores) == ["exact_match", "token_f1"]
+    with pytest.raises(metrics.MetricError, match="same length"):
+        metrics.exact_match(references, predictions[:2])

@@ -341,4 +341,33 @@ def test_task_prompts_fill_with_their_tasks_features():
     for name, prompt in beft_keras.TASK_PROMPTS.items():
         spec = beft_keras.get_task(name)
         assert set(prompt.template.fields) == set(spec.features)
-        assert len(prompt.verbalizer.words) == spec.num_classes
+        if spec.is_generation:
+            assert prompt.verbalizer is None
+        else:
+            assert len(prompt.verbalizer.words) == spec.num_classes
+
+
+def test_generate_answers_is_greedy_decoding(prompt_preset):
+    causal_lm = keras_hub.models.OPTCausalLM(
+        backbone=keras_hub.models.OPTBackbone.from_preset(prompt_preset),
+        preprocessor=None,
+    )
+    causal_lm.compile(sampler="greedy")
+    prompts = [[START, 7, 8, IT, WAS], [START, 9]]
+    answers = beft_keras.generate_answers(
+        causal_lm, prompts, sequence_length=SEQUENCE_LENGTH,
+        max_answer_length=4, batch_size=2,
+    )
+    for prompt, answer in zip(prompts, answers):
+        # Greedy by hand: the argmax next token, one step at a time; a
+        # prompt keeps its tokens and gets at most 4 new ones (no end
+        # token without a tokenizer).
+        tokens = list(prompt)
+        for _ in range(4):
+            x, _ = classification_inputs([tokens], [0], sequence_length=SEQUENCE_LENGTH)
+            logits = keras.ops.convert_to_numpy(causal_lm(x))
+            tokens.append(int(np.argmax(logits[0, len(tokens) - 1])))
+        assert answer == tokens[len(prompt):]
+    with pytest.raises(PromptError, match="max_answer_length"):
+        beft_keras.generate_answers(causal_lm, prompts, sequence_length=8,
+                                    max_answer_length=8)

@@ -2,6 +2,7 @@
 and length-bucketed batches."""
 
 from beft_keras.data.batching import DEFAULT_BUCKETS
+from beft_keras.data.batching import batch_arrays
 from beft_keras.data.batching import bucket_lengths
 from beft_keras.data.batching import make_dataset
 from beft_keras.data.batching import padding_efficiency

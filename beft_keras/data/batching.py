@@ -103,27 +103,75 @@ def make_dataset(
     labels = np.concatenate([y for _, y in dev_dataset.as_numpy_iterator()])
     ```
     """
-    lengths = bucket_lengths(sequence_length, buckets)
     _check_positive_int("batch_size", batch_size)
     if len(examples) == 0:
         raise DataError("`examples` is empty: there is nothing to batch.")
     features = _tokenize(examples, preprocessor, sequence_length)
+    return batch_arrays(
+        features, examples.labels, batch_size, sequence_length, shuffle,
+        seed, buckets,
+    )
+
+
+def batch_arrays(
+    features,
+    labels,
+    batch_size,
+    sequence_length=128,
+    shuffle=False,
+    seed=0,
+    buckets=DEFAULT_BUCKETS,
+    sample_weight=None,
+):
+    """Length-bucketed batches of already tokenized examples, as
+    `make_dataset` makes them.
+
+    Args:
+        features: dict of numpy arrays of shape `(num_examples,
+            sequence_length)`, right-padded, with a `"padding_mask"`.
+        labels: numpy array of shape `(num_examples,)`, or `(num_examples,
+            sequence_length)` for per-token targets, which are trimmed with
+            the features.
+        batch_size, sequence_length, shuffle, seed, buckets: as for
+            `make_dataset`.
+        sample_weight: numpy array or None. Per-example or per-token
+            weights, shaped and trimmed like `labels`.
+
+    Returns:
+        A `tf.data.Dataset` of `(features, labels)` or `(features, labels,
+        sample_weight)` batches.
+
+    Example:
+    ```python
+    x, y, weights = beft_keras.generation_inputs(prompts, answers, tokenizer)
+    dataset = beft_keras.data.batch_arrays(x, y, 8, sample_weight=weights)
+    causal_lm.fit(dataset, epochs=5)
+    ```
+    """
+    lengths = bucket_lengths(sequence_length, buckets)
+    _check_positive_int("batch_size", batch_size)
+    if PADDING_MASK not in features:
+        raise DataError(
+            f"`features` has no '{PADDING_MASK}' to measure lengths by. "
+            f"Received features: {sorted(features)}."
+        )
     example_buckets = np.searchsorted(lengths, features[PADDING_MASK].sum(1))
-    labels = examples.labels
+    targets = (labels,) if sample_weight is None else (labels, sample_weight)
     epochs = itertools.count()
 
     def batches():
         rng = np.random.default_rng([seed, next(epochs)]) if shuffle else None
         for indices, length in _plan(example_buckets, lengths, batch_size, rng):
             batch = {name: x[indices, :length] for name, x in features.items()}
-            yield batch, labels[indices]
+            yield (batch, *(t[indices, ..., :length] if t.ndim > 1
+                            else t[indices] for t in targets))
 
     signature = (
         {
             name: tf.TensorSpec((None, None), x.dtype)
             for name, x in features.items()
         },
-        tf.TensorSpec((None,), labels.dtype),
+        *(tf.TensorSpec((None,) * t.ndim, t.dtype) for t in targets),
     )
     counts = np.bincount(example_buckets, minlength=len(lengths))
     num_batches = int(np.sum(-(-counts // batch_size)))

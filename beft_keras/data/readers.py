@@ -3,6 +3,7 @@ TensorFlow Datasets, and taking the paper's training subsets."""
 
 import csv
 import dataclasses
+import json
 import math
 import os
 
@@ -25,7 +26,8 @@ class Examples:
         features: dict. Maps each text feature of the task, in the task's
             order, to a 1-D numpy array of `str`.
         labels: numpy array. Class ids (`int32`) for a classification task,
-            scores (`float32`) for a regression task.
+            scores (`float32`) for a regression task, tuples of answer texts
+            (`object`) for a generation task.
 
     Example:
     ```python
@@ -65,7 +67,8 @@ def load_split(task, split, data_dir=None):
     With `data_dir`, reads the GLUE-style TSV file
     `<data_dir>/<task>/<split>.tsv`: tab-separated, no quoting, a header row
     that names the task's text features (TFDS names such as `sentence1`) and
-    `label`; other columns are ignored. Without it, loads the task's TFDS
+    `label` (for SQuAD, a JSON list of answer texts); other columns are
+    ignored. Without it, loads the task's TFDS
     dataset (`split="dev"` is the TFDS validation split).
 
     Args:
@@ -239,7 +242,10 @@ def _read_tsv(spec, path, labelled=True):
 
 
 def _parse_label(spec, text, path, line):
-    """The label `text` as a number valid for the task."""
+    """The label `text` as a number valid for the task, or for a generation
+    task the tuple of its answers."""
+    if spec.is_generation:
+        return _parse_answers(spec, text, path, line)
     try:
         label = float(text) if spec.is_regression else int(text)
     except ValueError:
@@ -255,6 +261,25 @@ def _parse_label(spec, text, path, line):
     raise DataError(
         f"Invalid label {text!r} on line {line} of '{path}': task "
         f"'{spec.name}' expects {expected}."
+    )
+
+
+def _parse_answers(spec, text, path, line):
+    """A JSON list of one or more answer texts."""
+    try:
+        answers = json.loads(text)
+    except ValueError:
+        answers = None
+    if (
+        isinstance(answers, list)
+        and answers
+        and all(isinstance(a, str) and a.strip() for a in answers)
+    ):
+        return tuple(answers)
+    raise DataError(
+        f"Invalid label {text!r} on line {line} of '{path}': task "
+        f"'{spec.name}' expects its answers as a JSON list of non-empty "
+        'strings, e.g. ["Denver Broncos", "the Broncos"].'
     )
 
 
@@ -277,7 +302,14 @@ def _load_tfds(spec, split):
     texts = [
         [text.decode("utf-8") for text in data[name]] for name in spec.features
     ]
-    return _examples(spec, texts, data[LABEL])
+    if spec.is_generation:
+        # SQuAD: a ragged list of answer texts per example.
+        rows = data["answers"]["text"]
+        rows = rows.to_list() if hasattr(rows, "to_list") else list(rows)
+        labels = [tuple(a.decode("utf-8") for a in row) for row in rows]
+    else:
+        labels = data[LABEL]
+    return _examples(spec, texts, labels)
 
 
 def _examples(spec, texts, labels):
@@ -285,5 +317,12 @@ def _examples(spec, texts, labels):
         name: np.array(column, dtype=object)
         for name, column in zip(spec.features, texts)
     }
+    if spec.is_generation:
+        # One tuple of answers per example; `np.asarray` would make a 2-D
+        # array of equally long tuples.
+        answers = np.empty(len(labels), dtype=object)
+        for i, label in enumerate(labels):
+            answers[i] = tuple(label) if label else ()
+        return Examples(features, answers)
     dtype = "float32" if spec.is_regression else "int32"
     return Examples(features, np.asarray(labels, dtype=dtype))

@@ -32,7 +32,8 @@ class TaskSpec:
             `("sentence1", "sentence2")`. These are the TFDS feature names and
             the TSV column names.
         num_classes: int. The number of classes; 1 for a regression task
-            (STS-B).
+            (STS-B); 0 for a generation task (SQuAD), whose labels are
+            answer texts.
         metrics: tuple of str. Names of `beft_keras.metrics` functions; the
             first is the task's main metric.
         tfds_name: str. The TFDS dataset, e.g. `"glue/sst2"`.
@@ -66,6 +67,10 @@ class TaskSpec:
         return self.num_classes == 1
 
     @property
+    def is_generation(self):
+        return self.num_classes == 0
+
+    @property
     def main_metric(self):
         return self.metrics[0]
 
@@ -79,9 +84,10 @@ def _task(
     learning_rate,
     epochs,
     dev_split="validation",
+    name=None,
 ):
     return TaskSpec(
-        name=tfds_name.split("/")[1],
+        name=name or tfds_name.split("/")[1],
         features=features,
         num_classes=num_classes,
         metrics=metrics,
@@ -130,6 +136,11 @@ TASKS = {
         # BoolQ is not in the paper's table: 1e-3 and 16 epochs are ours.
         _task("super_glue/boolq", ("question", "passage"), 2, ("accuracy",),
               _SUPER_GLUE_SIZES, 1e-3, 16),
+        # Generation, for causal LMs only: 1000 training examples as in
+        # MeZO, the paper's OPT settings.
+        _task("squad/v1.1", ("title", "context", "question"), 0,
+              ("exact_match", "token_f1"), (1000, 5000, 10000), 1e-3, 5,
+              name="squad"),
     )
 }
 # fmt: on
