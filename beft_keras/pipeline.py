@@ -169,7 +169,9 @@ class TaskRun:
         regime: str.
         train: `Examples`. The training subset.
         dev: `Examples`. The whole dev set.
-        classifier: the keras-hub text classifier, without preprocessor.
+        classifier: the model, without preprocessor: a keras-hub text
+            classifier, a `VerbalizerClassifier`, or for a generation task
+            the causal LM.
         train_batches: `tf.data.Dataset`, shuffled every epoch.
         dev_batches: `tf.data.Dataset`; `None` for a generation task, whose
             dev prompts are answered by `generate_answers`.
