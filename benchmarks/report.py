@@ -500,9 +500,7 @@ def _e2e_section(e2e):
             "length-homogeneous batches (every batch holds sentences of one "
             "length class) from this one draw's luck. Padding randomly "
             "composed batches to their own bucket would keep the batches' "
-            "mix at a smaller saving (SST-2 low regime: 53k padded token "
-            "positions per epoch against 23k bucketed and 128k fixed); not "
-            "measured here."
+            "mix at a smaller saving; not measured here."
         )
     return out + [""]
 
