@@ -443,8 +443,9 @@ def predict(
             another base (see `load_delta`).
 
     Returns:
-        A tuple `(examples, predictions, metrics)`, `metrics` being `None`
-        when the file has no labels.
+        A tuple `(examples, predictions, metrics)`: the predictions are
+        class ids, scores, or for a generation task answer texts;
+        `metrics` is `None` when the file has no labels.
     """
     spec = data.get_task(task)
     examples, has_labels = data.read_tsv(spec, path, labelled=False)
