@@ -2,8 +2,8 @@
 Gemma, Mistral, ...), so that BEFT has a b_v to fine-tune."""
 
 import keras
-from keras.src.layers.core.einsum_dense import _analyze_einsum_string
 
+from beft_keras import compat
 from beft_keras import terms as terms_lib
 from beft_keras import trainable as trainable_lib
 
@@ -158,10 +158,7 @@ def add_bias(layer):
         shape = _einsum_bias_shape(layer)
     else:
         shape = (layer.kernel.shape[-1],)
-    # A built layer's state is locked; Keras' own `enable_lora` unlocks it
-    # the same way to add its adapter variables.
-    layer._tracker.unlock()
-    try:
+    with compat.unlocked_state(layer):
         bias = layer.add_weight(
             name="bias",
             shape=shape,
@@ -169,8 +166,6 @@ def add_bias(layer):
             dtype=layer.variable_dtype,
         )
         layer.bias = bias
-    finally:
-        layer._lock_state()
     # Recorded in the config, so a model rebuilt from it has the bias too.
     if isinstance(layer, keras.layers.EinsumDense):
         layer.bias_axes = _einsum_bias_axes(layer.equation)
@@ -221,11 +216,9 @@ def _einsum_bias_axes(equation):
 
 def _einsum_bias_shape(layer):
     """The bias shape `EinsumDense.build` would make for the axes."""
-    input_shape = (None,) * layer.input_spec.ndim
-    _, shape, _, _, _ = _analyze_einsum_string(
+    return compat.einsum_bias_shape(
         layer.equation,
         _einsum_bias_axes(layer.equation),
-        input_shape,
+        layer.input_spec.ndim,
         layer.partial_output_shape,
     )
-    return tuple(shape)

@@ -1,17 +1,20 @@
-"""The `beft` command: a thin layer over `beft_keras.pipeline`."""
+"""The `beft` command: a thin layer over `beft_keras.pipeline`.
+
+Every argument is checked before any data or model is loaded; every
+failure ends in one line, `beft: error: ...`, and exit code 2.
+"""
 
 import argparse
 import csv
 import io
 import json
+import math
 import os
 import sys
 
-import keras
-import numpy as np
-
-from beft_keras import pipeline
-from beft_keras.files import atomic_write
+# The backends Keras 3 can run BEFT on; checked before Keras is imported,
+# which would otherwise fail with a traceback.
+BACKENDS = ("tensorflow", "jax", "torch")
 
 _DESCRIPTIONS = {
     "probe": (
@@ -19,8 +22,9 @@ _DESCRIPTIONS = {
         "term (BEFT, magnitude, Fisher); write scores, rankings and heatmap."
     ),
     "tune": (
-        "Fine-tune the chosen bias terms (or all-bias, head, full) and "
-        "evaluate on the dev set; write results and the bias delta."
+        "Fine-tune the chosen bias terms (or all-bias, head, random, full) "
+        "and evaluate on the dev set; write results and the bias delta (the "
+        "Keras weights file for full)."
     ),
     "run": (
         "The whole BEFT method: probe, select the best of b_q, b_k, b_v, "
@@ -29,8 +33,47 @@ _DESCRIPTIONS = {
 }
 
 
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1: {value}")
+    return value
+
+
+def _seed(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if not 0 <= value < 2**32:
+        raise argparse.ArgumentTypeError(f"must be in [0, 2**32): {value}")
+    return value
+
+
+def _learning_rate(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(
+            f"must be a finite number above 0: {text}"
+        )
+    return value
+
+
+class _Parser(argparse.ArgumentParser):
+    """Bad arguments end like every other failure: one line, exit 2."""
+
+    def error(self, message):
+        self.exit(2, f"beft: error: {message} (see `{self.prog} --help`)\n")
+
+
 def _parser():
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="beft",
         description="Bias-efficient fine-tuning (BEFT) of language models.",
     )
@@ -47,45 +90,57 @@ def _parser():
                 default=["value"],
                 help="bias terms (query key value attention_output "
                 "ffn_intermediate ffn_output attention_norm ffn_norm other) "
-                "or one of all-bias, head, full (default: value)",
+                "or one of all-bias, head, random, full (default: value)",
             )
         if name in ("tune", "run"):
             command.add_argument(
                 "--epochs",
-                type=int,
-                help="fine-tuning epochs (default: the paper's for the task "
-                "and model kind)",
+                type=_positive_int,
+                help="fine-tuning epochs, at least 1 (default: the task's "
+                "for the model kind)",
             )
         if name in ("probe", "run"):
             command.add_argument(
-                "--probe-epochs", type=int, default=1,
+                "--probe-epochs", type=_positive_int, default=1,
                 help="epochs of the probe fit of all biases (default: 1)",
             )
     predict = commands.add_parser(
         "predict",
         help="predict a TSV file with a base model plus a bias delta",
         description=(
-            "Load the base model, apply a bias delta written by `beft tune` "
-            "or `beft run`, and predict the examples of a TSV file with the "
-            "task's text columns; writes the file's rows with a prediction "
-            "column, and scores them if the file has a label column."
+            "Load the base model, apply what `beft tune` or `beft run` "
+            "wrote (a bias delta, or the weights file of a full fine-tune), "
+            "and predict the examples of a TSV file with the task's text "
+            "columns; writes the file's rows with a prediction column, and "
+            "scores them if the file has a label column."
         ),
     )
     predict.add_argument("--task", required=True, help="e.g. sst2")
     predict.add_argument("--input", required=True, help="TSV file to predict")
     predict.add_argument(
-        "--delta", required=True, help="delta.safetensors of a tuned run"
+        "--delta", required=True,
+        help="delta.safetensors (or model.weights.h5 of a full fine-tune) "
+        "of a tuned run",
     )
     predict.add_argument(
         "--model",
         help="the base preset the delta was trained on "
         "(default: the all-MiniLM-L6-v2 package)",
     )
-    predict.add_argument("--batch-size", type=int, default=64)
-    predict.add_argument("--sequence-length", type=int, default=128)
+    predict.add_argument("--batch-size", type=_positive_int, default=64)
+    predict.add_argument("--sequence-length", type=_positive_int, default=128)
+    predict.add_argument(
+        "--allow-base-mismatch", action="store_true",
+        help="load a delta made for another base model",
+    )
+    predict.add_argument(
+        "--allow-task-mismatch", action="store_true",
+        help="load a delta made for another task",
+    )
     predict.add_argument(
         "--output", default="predictions.tsv",
-        help="TSV file to write (default: predictions.tsv)",
+        help="TSV file to write, replaced if it exists "
+        "(default: predictions.tsv)",
     )
     return parser
 
@@ -103,8 +158,8 @@ def _add_common_arguments(command):
     command.add_argument(
         "--model",
         help="keras-hub preset name or preset folder: an encoder "
-        "(BERT, ...) or a causal LM (OPT, GPT-2, Qwen, ...), which is "
-        "prompted, for sst2, rte, cb and boolq "
+        "(BERT, ...) or a causal LM (OPT, GPT-2, Qwen, Llama, ...), which "
+        "is prompted, for sst2, rte, cb and boolq "
         "(default: the all-MiniLM-L6-v2 package)",
     )
     command.add_argument(
@@ -112,45 +167,113 @@ def _add_common_arguments(command):
         help="training-set size (default: low)",
     )
     command.add_argument(
-        "--seeds", type=int, nargs="+", default=[0], help="(default: 0)"
+        "--seeds", type=_seed, nargs="+", default=[0], help="(default: 0)"
     )
     command.add_argument(
-        "--learning-rate", type=float,
-        help="(default: the paper's bias-only rate for the task and model "
+        "--learning-rate", type=_learning_rate,
+        help="above 0 (default: the task's bias-only rate for the model "
         "kind; 1e-5 for full fine-tuning)",
     )
-    command.add_argument("--batch-size", type=int, default=16)
+    command.add_argument("--batch-size", type=_positive_int, default=16)
     command.add_argument(
-        "--sequence-length", type=int, default=128,
-        help="longest padded batch; shorter batches are padded to their "
-        "length bucket (default: 128)",
+        "--sequence-length", type=_positive_int, default=128,
+        help="longest padded batch, at most the model's longest input; "
+        "shorter batches are padded to their length bucket (default: 128)",
     )
     command.add_argument(
         "--output", default="runs/beft", help="output folder (default: runs/beft)"
     )
+    command.add_argument(
+        "--overwrite", action="store_true",
+        help="replace another run's results in --output (default: refuse)",
+    )
 
 
 def main(argv=None):
-    args = _parser().parse_args(argv)
     try:
+        args = _parser().parse_args(argv)
+    except SystemExit as exit:
+        # --help, or bad arguments (already reported): the exit code.
+        return exit.code
+    backend = os.environ.get("KERAS_BACKEND", "tensorflow")
+    if backend not in BACKENDS:
+        return _fail(
+            f"KERAS_BACKEND={backend!r} is not a backend beft runs on: "
+            f"use one of {', '.join(BACKENDS)}."
+        )
+    # TensorFlow's start-up log lines would bury the command's own output.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # Imported only now: importing Keras fixes its backend.
+    from beft_keras.divergence import TrainingError
+
+    try:
+        _check(args)
         if args.command == "predict":
             return _predict(args)
-        results = [_run_seed(args, seed) for seed in args.seeds]
-    except (ValueError, OSError) as error:
+        _run(args)
+    except (ValueError, OSError, TrainingError) as error:
         message = str(error).splitlines()[0] if str(error) else repr(error)
-        print(f"beft: error: {message}", file=sys.stderr)
-        return 2
-    summary = _summarize(args.command, results)
-    atomic_write(
-        os.path.join(args.output, "results.json"),
-        json.dumps(summary, indent=2) + "\n",
-    )
-    print(_table(summary))
+        return _fail(message)
     return 0
 
 
-def _run_seed(args, seed):
-    output = os.path.join(args.output, f"seed_{seed}")
+def _fail(message):
+    print(f"beft: error: {message}", file=sys.stderr)
+    return 2
+
+
+def _check(args):
+    """Everything that can be known wrong before loading data or a model."""
+    from beft_keras import data
+    from beft_keras import outputs
+    from beft_keras import tuning
+
+    data.get_task(args.task)
+    if args.command == "predict":
+        for path, what in ((args.input, "input"), (args.delta, "delta")):
+            if not os.path.isfile(path):
+                raise ValueError(f"No {what} file '{path}'.")
+        if os.path.isdir(args.output):
+            raise ValueError(f"Output '{args.output}' is a folder, not a file.")
+        folder = os.path.dirname(os.path.abspath(args.output))
+        if not os.access(folder, os.W_OK):
+            raise ValueError(f"Output folder '{folder}' cannot be written.")
+        return
+    if args.command == "tune":
+        args.terms = list(tuning.parse_terms(args.terms))
+    if args.data_dir is not None and not os.path.isdir(args.data_dir):
+        raise ValueError(f"Data folder '{args.data_dir}' does not exist.")
+    if len(set(args.seeds)) != len(args.seeds):
+        raise ValueError(f"--seeds repeats a seed: {args.seeds}.")
+    outputs.check_output_folder(args.output, args.overwrite)
+
+
+def _run(args):
+    """Every seed in turn; each seed's results are written as soon as it
+    is done, and the summary over the finished seeds after each."""
+    from beft_keras import outputs
+    from beft_keras import pipeline
+    from beft_keras.files import atomic_write
+
+    results = []
+    for seed in args.seeds:
+        folder = outputs.seed_folder(args.output, seed)
+        result = _run_seed(args, seed, folder)
+        outputs.write_result(folder, result)
+        results.append(result)
+        summary = pipeline.summarize(args.command, results)
+        atomic_write(
+            os.path.join(args.output, outputs.RESULTS_FILE),
+            json.dumps(summary, indent=2) + "\n",
+        )
+    print(_table(summary))
+
+
+def _run_seed(args, seed, folder):
+    from beft_keras import outputs
+    from beft_keras import pipeline
+    from beft_keras import tuning
+
     if args.command == "run":
         return pipeline.run(
             args.task,
@@ -163,7 +286,7 @@ def _run_seed(args, seed):
             learning_rate=args.learning_rate,
             batch_size=args.batch_size,
             sequence_length=args.sequence_length,
-            output=output,
+            output=folder,
         )
     task_run = pipeline.prepare(
         args.task,
@@ -178,7 +301,7 @@ def _run_seed(args, seed):
         beft_probe = pipeline.probe(
             task_run, args.probe_epochs, args.learning_rate
         )
-        pipeline.write_scores(task_run, beft_probe, output)
+        outputs.write_scores(task_run, beft_probe, folder)
         return {
             "task": task_run.spec.name,
             "model": task_run.model,
@@ -190,11 +313,14 @@ def _run_seed(args, seed):
     result = pipeline.tune(
         task_run, args.terms, args.epochs, args.learning_rate
     )
-    pipeline.write_outputs(task_run, output)
+    outputs.save_tuned(task_run, folder, full=args.terms == [tuning.FULL])
     return result
 
 
 def _predict(args):
+    from beft_keras import pipeline
+    from beft_keras.files import atomic_write
+
     examples, predictions, metrics = pipeline.predict(
         args.task,
         args.input,
@@ -202,6 +328,8 @@ def _predict(args):
         model=args.model,
         batch_size=args.batch_size,
         sequence_length=args.sequence_length,
+        allow_base_mismatch=args.allow_base_mismatch,
+        allow_task_mismatch=args.allow_task_mismatch,
     )
     buffer = io.StringIO()
     writer = csv.writer(
@@ -218,34 +346,6 @@ def _predict(args):
     return 0
 
 
-def _summarize(command, results):
-    first = results[0]
-    summary = {
-        "command": command,
-        "task": first["task"],
-        "model": first["model"],
-        "backend": keras.backend.backend(),
-        "seeds": [r["seed"] for r in results],
-    }
-    if "selected" in first:
-        summary["selected"] = [r["selected"] for r in results]
-    if "metrics" in first:
-        summary["terms"] = first["terms"]
-        summary["trainable_params"] = first["trainable_params"]
-        summary["trainable_percent"] = first["trainable_percent"]
-        summary["metrics"] = {
-            name: {
-                "per_seed": [r["metrics"][name] for r in results],
-                "mean": float(np.mean([r["metrics"][name] for r in results])),
-                "std": float(np.std([r["metrics"][name] for r in results])),
-            }
-            for name in first["metrics"]
-        }
-        summary["wall_time_s"] = sum(r["wall_time_s"] for r in results)
-    summary["runs"] = results
-    return summary
-
-
 def _table(summary):
     lines = [
         f"beft {summary['command']}: {summary['task']}, backend "
@@ -260,9 +360,8 @@ def _table(summary):
             f"({summary['trainable_percent']:.4f}%)"
         )
         for name, value in summary["metrics"].items():
-            lines.append(
-                f"  {name}: {value['mean']:.4f} ± {value['std']:.4f}"
-            )
+            spread = "" if value["std"] is None else f" ± {value['std']:.4f}"
+            lines.append(f"  {name}: {value['mean']:.4f}{spread}")
         lines.append(f"  wall time: {summary['wall_time_s']:.1f} s")
     return "\n".join(lines)
 

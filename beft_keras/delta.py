@@ -5,6 +5,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import re
 
 import keras
 import numpy as np
@@ -15,18 +16,13 @@ from beft_keras import terms as terms_lib
 from beft_keras.files import atomic_write
 
 FORMAT = "beft-keras-delta"
-FORMAT_VERSION = 1
+# Version 2 records the task and the head's output shape; version 1 deltas
+# still load, as made for an unknown task.
+FORMAT_VERSION = 2
 # The role recorded for task-head variables, beside the bias terms.
 HEAD = "head"
 # The safetensors metadata entry that holds the delta's JSON description.
 _METADATA_KEY = "beft_keras"
-_REQUIRED_KEYS = {
-    "format_version",
-    "base",
-    "base_fingerprint",
-    "terms",
-    "variables",
-}
 
 
 class DeltaError(ValueError):
@@ -48,6 +44,10 @@ class DeltaInfo:
         terms: tuple of str. The bias terms it holds, e.g. `("value",)`.
         paths: tuple of str. The paths of the variables it holds, biases
             and task head.
+        task: str or None. The task it was fine-tuned on, as named to
+            `save_delta`.
+        head_shape: tuple or None. The output shape of the model's task
+            head, e.g. `(None, 2)`, when the delta holds the head.
     """
 
     path: str
@@ -57,9 +57,11 @@ class DeltaInfo:
     base_fingerprint: str
     terms: tuple
     paths: tuple
+    task: str | None
+    head_shape: tuple | None
 
 
-def save_delta(model, path, base=None):
+def save_delta(model, path, base=None, task=None):
     """Save the trained biases and task head of a model as a delta file.
 
     The delta holds every variable of `model.trainable_weights` that is a
@@ -70,7 +72,8 @@ def save_delta(model, path, base=None):
     refuses a model with a different base.
 
     The file is a safetensors file (no pickle) whose metadata also records
-    the base name, the bias terms, and the Keras, beft-keras and backend
+    the base name, the task, the bias terms, the output shape of the task
+    head (when the delta holds it), and the Keras, beft-keras and backend
     versions that wrote it. It is written to a temporary file beside `path`
     and renamed, so that a failure leaves any previous file intact.
 
@@ -80,12 +83,18 @@ def save_delta(model, path, base=None):
         base: str or None. The base preset the model was loaded from (a
             name or a folder), recorded for error messages and readers.
             Defaults to `None`.
+        task: str or None. The task the model was fine-tuned on, e.g.
+            `"sst2"`, which `load_delta(..., task=...)` checks. Defaults to
+            `None`, an unknown task.
 
     Returns:
         A `DeltaInfo`.
 
     Raises:
-        ValueError: if no trainable bias or head variable is found.
+        ValueError: if no trainable bias or head variable is found, or
+            `base` or `task` is not a str or `None`.
+        DeltaError: if a variable to save holds NaN or infinite values;
+            nothing is written then.
 
     Example:
     ```python
@@ -96,7 +105,10 @@ def save_delta(model, path, base=None):
     classifier.compile(optimizer=keras.optimizers.AdamW(1e-3))
     classifier.fit(x=features, y=labels, batch_size=16)
     info = beft_keras.save_delta(
-        classifier, "sst2.safetensors", base="bert_base_en_uncased"
+        classifier,
+        "sst2.safetensors",
+        base="bert_base_en_uncased",
+        task="sst2",
     )
     print(info.num_bytes)  # tens of KB, for a 110M-parameter model.
     ```
@@ -105,15 +117,26 @@ def save_delta(model, path, base=None):
     from beft_keras import __version__
 
     path = os.fspath(path)
+    _check_name_argument("base", base)
+    _check_name_argument("task", task)
     roles = _delta_roles(model)
     weights = _weights_by_path(model)
     values = {p: keras.ops.convert_to_numpy(weights[p]) for p in roles}
+    non_finite = _non_finite(values)
+    if non_finite:
+        raise DeltaError(
+            f"Cannot save a delta of model '{model.name}': variable(s) "
+            f"{non_finite} hold NaN or infinite values, as after a diverged "
+            f"fine-tuning. Nothing was written to '{path}'."
+        )
     description = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "base": base,
         "base_fingerprint": _fingerprint(weights, exclude=roles),
-        "terms": [t for t in terms_lib.TERMS if t in roles.values()],
+        "task": task,
+        "head_shape": _head_shape(model) if HEAD in roles.values() else None,
+        "terms": _terms(roles),
         "variables": roles,
         "keras_version": keras.__version__,
         "beft_keras_version": __version__,
@@ -124,14 +147,22 @@ def save_delta(model, path, base=None):
     return _info(path, values, description)
 
 
-def load_delta(model, path, allow_base_mismatch=False):
+def load_delta(
+    model,
+    path,
+    allow_base_mismatch=False,
+    task=None,
+    allow_task_mismatch=False,
+):
     """Load a delta file saved by `save_delta` into a model.
 
-    Everything is checked before any weight changes: the file, that the
-    model has every variable of the delta with the same shape and dtype,
-    and that the model's base weights (every weight outside the delta)
-    have the fingerprint recorded in the delta. Only then are the values
-    assigned, so a failed load leaves the model as it was.
+    Everything is checked before any weight changes: the file, every field
+    of its metadata, that its values are finite, that it was made for
+    `task`, that the model's task head has the delta's output shape, that
+    the model has every variable of the delta with the same shape and
+    dtype, and that the model's base weights (every weight outside the
+    delta) have the fingerprint recorded in the delta. Only then are the
+    values assigned, so a failed load leaves the model as it was.
 
     A model that carries another task's delta passes the base check when
     that delta's variables are all covered by this one (the same terms and
@@ -145,27 +176,44 @@ def load_delta(model, path, allow_base_mismatch=False):
         allow_base_mismatch: bool. Whether to load onto a model whose base
             weights differ from the delta's base, e.g. an updated preset.
             Shapes and dtypes are still checked. Defaults to `False`.
+        task: str or None. The task the model is loaded for, e.g.
+            `"sst2"`. A delta saved for another task is refused. Defaults
+            to `None`, which accepts any task; so does a delta saved
+            without one.
+        allow_task_mismatch: bool. Whether to load a delta saved for
+            another task than `task`. Defaults to `False`.
 
     Returns:
         A `DeltaInfo`.
 
     Raises:
         FileNotFoundError: if there is no file at `path`.
-        DeltaError: if the file is not a valid delta, was made for another
-            base, or does not fit the model's variables.
+        ValueError: if `task` is not a str or `None`.
+        DeltaError: if the file is not a valid delta or holds NaN or
+            infinite values, was made for another task or base, or does
+            not fit the model's head or variables.
 
     Example:
     ```python
     classifier = keras_hub.models.BertTextClassifier.from_preset(
         "bert_base_en_uncased", num_classes=2
     )
-    beft_keras.load_delta(classifier, "sst2.safetensors")
+    beft_keras.load_delta(classifier, "sst2.safetensors", task="sst2")
     classifier.predict(["a gripping, beautiful film"])
     ```
     """
     path = os.fspath(path)
+    _check_name_argument("task", task)
     description, values = _read(path)
-    variables = _check(model, path, description, values, allow_base_mismatch)
+    variables = _check(
+        model,
+        path,
+        description,
+        values,
+        task=task,
+        allow_task_mismatch=allow_task_mismatch,
+        allow_base_mismatch=allow_base_mismatch,
+    )
     for variable_path, variable in variables.items():
         variable.assign(values[variable_path])
     return _info(path, values, description)
@@ -189,9 +237,9 @@ class DeltaSwitcher:
         "bert_base_en_uncased", num_classes=2
     )
     switcher = beft_keras.DeltaSwitcher(classifier)
-    switcher.apply("sst2.safetensors")
+    switcher.apply("sst2.safetensors", task="sst2")
     sentiment = classifier.predict(sentences)
-    switcher.apply("cola.safetensors")
+    switcher.apply("cola.safetensors", task="cola")
     acceptability = classifier.predict(sentences)
     switcher.restore()  # the base model again
     ```
@@ -204,19 +252,34 @@ class DeltaSwitcher:
         # path -> (variable, base value), for every variable ever touched.
         self._base = {}
 
-    def apply(self, path, allow_base_mismatch=False):
+    def apply(
+        self,
+        path,
+        allow_base_mismatch=False,
+        task=None,
+        allow_task_mismatch=False,
+    ):
         """Make a delta the active task, checked as `load_delta` checks it:
         its base is the switcher's recorded base, whatever delta is active.
+        A refused delta leaves the active one in place.
 
         Args:
             path: str or path-like. The delta file.
             allow_base_mismatch: bool. As for `load_delta`. Defaults to
                 `False`.
+            task: str or None. As for `load_delta`. Defaults to `None`.
+            allow_task_mismatch: bool. As for `load_delta`. Defaults to
+                `False`.
 
         Returns:
             A `DeltaInfo`.
+
+        Raises:
+            ValueError: if `task` is not a str or `None`.
+            DeltaError: as for `load_delta`.
         """
         path = os.fspath(path)
+        _check_name_argument("task", task)
         description, values = _read(path)
         base_values = {p: value for p, (_, value) in self._base.items()}
         variables = _check(
@@ -224,7 +287,9 @@ class DeltaSwitcher:
             path,
             description,
             values,
-            allow_base_mismatch,
+            task=task,
+            allow_task_mismatch=allow_task_mismatch,
+            allow_base_mismatch=allow_base_mismatch,
             base_values=base_values,
         )
         for variable_path, (variable, value) in self._base.items():
@@ -303,6 +368,42 @@ def _fingerprint(weights, exclude, base_values=None):
     return digest.hexdigest()
 
 
+def _terms(roles):
+    """The bias terms among a delta's variable roles, in `TERMS` order."""
+    return [t for t in terms_lib.TERMS if t in roles.values()]
+
+
+def _head_shape(model):
+    """The output shape of a model with one output, such as a classifier's
+    `[None, num_classes]`, or `None` for any other model."""
+    outputs = getattr(model, "outputs", None)
+    if not outputs or len(outputs) != 1:
+        return None
+    return [None if size is None else int(size) for size in outputs[0].shape]
+
+
+def _non_finite(values):
+    """The paths of the floating-point arrays in `values` (path -> array)
+    that hold a NaN or an infinity."""
+    return [
+        path
+        for path, value in values.items()
+        if keras.backend.is_float_dtype(
+            keras.backend.standardize_dtype(value.dtype)
+        )
+        and not np.all(np.isfinite(value))
+    ]
+
+
+def _check_name_argument(name, value):
+    """Refuse a `base` or `task` argument that the metadata cannot hold."""
+    if not (value is None or (isinstance(value, str) and value)):
+        raise ValueError(
+            f"`{name}` must be a non-empty str or None. Received: "
+            f"{name}={value!r}"
+        )
+
+
 def _read(path):
     """The description and values of a delta file, validated."""
     if not os.path.isfile(path):
@@ -313,33 +414,150 @@ def _read(path):
             values = {key: file.get_tensor(key) for key in file.keys()}
     except safetensors.SafetensorError as error:
         raise DeltaError(_not_a_delta(path, error)) from error
-    try:
-        description = json.loads(metadata[_METADATA_KEY])
-    except (KeyError, ValueError):
-        raise DeltaError(
-            _not_a_delta(path, "it has no beft-keras metadata")
-        ) from None
-    if not (
-        isinstance(description, dict)
-        and description.get("format") == FORMAT
-        and _REQUIRED_KEYS <= description.keys()
-    ):
-        raise DeltaError(_not_a_delta(path, "its metadata is incomplete"))
-    if description["format_version"] != FORMAT_VERSION:
-        raise DeltaError(
-            _not_a_delta(
-                path,
-                f"format version {description['format_version']!r} is not "
-                f"version {FORMAT_VERSION}, the one this beft-keras reads",
-            )
-        )
+    description = _description(path, metadata)
     if set(description["variables"]) != set(values):
         raise DeltaError(
             _not_a_delta(
                 path, "its metadata lists other variables than it holds"
             )
         )
+    non_finite = _non_finite(values)
+    if non_finite:
+        raise DeltaError(
+            f"Delta '{path}' holds NaN or infinite values in variable(s) "
+            f"{sorted(non_finite)}: it was saved from a diverged "
+            "fine-tuning or has been altered. Nothing was loaded."
+        )
     return description, values
+
+
+def _description(path, metadata):
+    """The delta's JSON description, with every field checked; a version 1
+    description gets `task` and `head_shape` `None`."""
+    if _METADATA_KEY not in metadata:
+        raise DeltaError(_not_a_delta(path, "it has no beft-keras metadata"))
+    try:
+        description = json.loads(metadata[_METADATA_KEY])
+    except ValueError as error:
+        raise DeltaError(
+            _not_a_delta(path, f"its beft-keras metadata is not JSON ({error})")
+        ) from None
+    if not (
+        isinstance(description, dict) and description.get("format") == FORMAT
+    ):
+        raise DeltaError(
+            _not_a_delta(path, f"its metadata does not describe a {FORMAT}")
+        )
+    version = description.get("format_version")
+    if type(version) is not int or version not in _FIELDS:
+        newer = type(version) is int and version > FORMAT_VERSION
+        raise DeltaError(
+            _not_a_delta(
+                path,
+                f"its format version {_short(version)} is not one this "
+                f"beft-keras reads ({', '.join(map(str, _FIELDS))})"
+                + ("; upgrade beft-keras to read it" if newer else ""),
+            )
+        )
+    for key, (is_valid, expected) in _FIELDS[version].items():
+        if key not in description:
+            raise DeltaError(
+                _not_a_delta(path, f"its metadata lacks the field '{key}'")
+            )
+        if not is_valid(description[key]):
+            raise DeltaError(
+                _not_a_delta(
+                    path,
+                    f"its metadata field '{key}' must be {expected}; found "
+                    f"{_short(description[key])}",
+                )
+            )
+    if description["terms"] != _terms(description["variables"]):
+        raise DeltaError(
+            _not_a_delta(
+                path,
+                f"its metadata field 'terms', {description['terms']}, does "
+                "not list the bias terms of its variables, "
+                f"{_terms(description['variables'])}",
+            )
+        )
+    if version == 1:
+        description = dict(description, task=None, head_shape=None)
+    return description
+
+
+def _is_text(value):
+    return isinstance(value, str) and bool(value)
+
+
+def _is_optional_text(value):
+    return value is None or _is_text(value)
+
+
+def _is_fingerprint(value):
+    return isinstance(value, str) and bool(re.fullmatch("[0-9a-f]{64}", value))
+
+
+def _is_terms(value):
+    return isinstance(value, list) and all(
+        isinstance(term, str) and term in terms_lib.TERMS for term in value
+    )
+
+
+def _is_roles(value):
+    roles = terms_lib.TERMS + (HEAD,)
+    return (
+        isinstance(value, dict)
+        and bool(value)
+        and all(isinstance(role, str) for role in value.values())
+        and set(value.values()) <= set(roles)
+    )
+
+
+def _is_shape(value):
+    return value is None or (
+        isinstance(value, list)
+        and bool(value)
+        and all(_is_size(size) for size in value)
+    )
+
+
+def _is_size(value):
+    # `type(...) is int`: JSON `true` is a Python bool, an int subclass.
+    return value is None or (type(value) is int and value > 0)
+
+
+# Every field of a delta's metadata besides `format` and `format_version`,
+# by format version: how to check its value, and what the check expects.
+_FIELDS_V1 = {
+    "base": (_is_optional_text, "a non-empty string or null"),
+    "base_fingerprint": (_is_fingerprint, "a SHA-256 digest, 64 hex digits"),
+    "terms": (_is_terms, f"a list of bias terms from {list(terms_lib.TERMS)}"),
+    "variables": (
+        _is_roles,
+        f"an object mapping variable paths to a bias term or '{HEAD}'",
+    ),
+    "keras_version": (_is_text, "a non-empty string"),
+    "beft_keras_version": (_is_text, "a non-empty string"),
+    "backend": (_is_text, "a non-empty string"),
+}
+_FIELDS = {
+    1: _FIELDS_V1,
+    2: {
+        **_FIELDS_V1,
+        "task": (_is_optional_text, "a non-empty string or null"),
+        "head_shape": (
+            _is_shape,
+            "null or a list of positive integers and nulls",
+        ),
+    },
+}
+
+
+def _short(value):
+    """`repr(value)`, cut to a length an error message can quote."""
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _not_a_delta(path, reason):
@@ -347,12 +565,54 @@ def _not_a_delta(path, reason):
 
 
 def _check(
-    model, path, description, values, allow_base_mismatch, base_values=None
+    model,
+    path,
+    description,
+    values,
+    task=None,
+    allow_task_mismatch=False,
+    allow_base_mismatch=False,
+    base_values=None,
 ):
-    """The model's variables for a delta, once the delta fits the model."""
+    """The model's variables for a delta, once the delta fits the task and
+    the model."""
+    if not allow_task_mismatch:
+        _check_task(path, description["task"], task)
+    _check_head(model, path, description["head_shape"])
     weights = _weights_by_path(model)
     # In the model's order, as saved; safetensors sorts its tensors.
     paths = list(description["variables"])
+    _check_variables(model, path, paths, values, weights)
+    if not allow_base_mismatch:
+        _check_base(model, path, description, values, weights, base_values)
+    return {p: weights[p] for p in paths}
+
+
+def _check_task(path, saved_task, task):
+    # A delta saved without a task cannot be said to be for another one.
+    if task is None or saved_task is None or saved_task == task:
+        return
+    raise DeltaError(
+        f"Delta '{path}' was made for task '{saved_task}', not '{task}'. "
+        f"Load it for task '{saved_task}', or pass "
+        "`allow_task_mismatch=True` to load it anyway."
+    )
+
+
+def _check_head(model, path, saved_shape):
+    model_shape = _head_shape(model)
+    if saved_shape is None or model_shape is None:
+        return
+    if saved_shape != model_shape:
+        raise DeltaError(
+            f"Delta '{path}' does not fit model '{model.name}': its task "
+            f"head has output shape {tuple(saved_shape)}, the model's "
+            f"{tuple(model_shape)}. Build the model with the delta's head "
+            f"(for a classifier, `num_classes={saved_shape[-1]}`)."
+        )
+
+
+def _check_variables(model, path, paths, values, weights):
     missing = [p for p in paths if p not in weights]
     if missing:
         raise DeltaError(
@@ -374,23 +634,25 @@ def _check(
                 f"'{variable_path}' has dtype {dtype} in the delta and "
                 f"{variable.dtype} in the model."
             )
-    if not allow_base_mismatch:
-        expected = description["base_fingerprint"]
-        found = _fingerprint(weights, exclude=values, base_values=base_values)
-        if found != expected:
-            base = description["base"]
-            base = "an unnamed base" if base is None else f"base '{base}'"
-            raise DeltaError(
-                f"Delta '{path}' was made for another base: {base} with "
-                f"weights fingerprint {expected[:12]}, but model "
-                f"'{model.name}' has fingerprint {found[:12]}. Load it onto "
-                "the base it was made for, or pass "
-                "`allow_base_mismatch=True`."
-            )
-    return {p: weights[p] for p in paths}
+
+
+def _check_base(model, path, description, values, weights, base_values):
+    expected = description["base_fingerprint"]
+    found = _fingerprint(weights, exclude=values, base_values=base_values)
+    if found != expected:
+        base = description["base"]
+        base = "an unnamed base" if base is None else f"base '{base}'"
+        raise DeltaError(
+            f"Delta '{path}' was made for another base: {base} with "
+            f"weights fingerprint {expected[:12]}, but model "
+            f"'{model.name}' has fingerprint {found[:12]}. Load it onto "
+            "the base it was made for, or pass "
+            "`allow_base_mismatch=True`."
+        )
 
 
 def _info(path, values, description):
+    head_shape = description["head_shape"]
     return DeltaInfo(
         path=path,
         num_bytes=os.path.getsize(path),
@@ -399,4 +661,6 @@ def _info(path, values, description):
         base_fingerprint=description["base_fingerprint"],
         terms=tuple(description["terms"]),
         paths=tuple(description["variables"]),
+        task=description["task"],
+        head_shape=None if head_shape is None else tuple(head_shape),
     )

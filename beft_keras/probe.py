@@ -1,16 +1,20 @@
 """The `BeftProbe` callback: scores every bias term during a probe fit."""
 
+import itertools
+
 import keras
 import numpy as np
-from keras.src.utils import io_utils
 
+from beft_keras import compat
 from beft_keras import gradients
 from beft_keras import scores as scores_lib
 from beft_keras import terms as terms_lib
 from beft_keras import trainable as trainable_lib
-from beft_keras.report import BeftResults
+from beft_keras.results import BeftResults
 
 DEFAULT_CANDIDATES = (terms_lib.QUERY, terms_lib.KEY, terms_lib.VALUE)
+# Batches of `data` the Fisher score is measured on, unless told otherwise.
+DEFAULT_MAX_BATCHES = 32
 
 
 class BeftProbe(keras.callbacks.Callback):
@@ -39,7 +43,8 @@ class BeftProbe(keras.callbacks.Callback):
             `("query", "key", "value")`, as in the paper; any terms of
             `beft_keras.TERMS` but `"other"` may be given.
         max_batches: int or None. At most this many batches of `data` are
-            measured. Defaults to `None`, all.
+            measured, before the first training step. `None` measures all
+            of `data`. Defaults to `32`.
         batch_size: int. Batch size when `data` is a tuple of arrays.
             Defaults to `16`.
         verbose: int. 0 is silent; 1 shows a progress bar while measuring
@@ -66,7 +71,7 @@ class BeftProbe(keras.callbacks.Callback):
         self,
         data=None,
         candidates=DEFAULT_CANDIDATES,
-        max_batches=None,
+        max_batches=DEFAULT_MAX_BATCHES,
         batch_size=16,
         verbose=1,
     ):
@@ -150,9 +155,8 @@ class BeftProbe(keras.callbacks.Callback):
         self.results = BeftResults.from_biases(
             self._biases, layer_scores, self.candidates
         )
-        trainable_lib.record_inert_terms(self.model, self.results.inert)
         if self.verbose:
-            io_utils.print_msg(self.results.summary())
+            compat.print_msg(self.results.summary())
 
     def apply_selection(self, head=True):
         """Reset the weights the probe trained and train only the selection.
@@ -160,7 +164,8 @@ class BeftProbe(keras.callbacks.Callback):
         Puts every variable that was trainable during the probe back to its
         value when the probe began (the pretrained biases, the initial
         head), then applies `BiasOnlyTrainable(self.selected, head=head)`,
-        recompiling the model if it is compiled.
+        recompiling the model if it is compiled. It warns if the selected
+        term was measured inert.
 
         Args:
             head: bool. Whether the task head trains too. Defaults to `True`.
@@ -176,7 +181,7 @@ class BeftProbe(keras.callbacks.Callback):
         for variable, value in self._initial_weights:
             variable.assign(value)
         summary = trainable_lib.BiasOnlyTrainable(
-            self.selected, head=head
+            self.selected, head=head, inert_terms=self.results.inert
         ).apply(self.model)
         if self.verbose:
             summary.print()
@@ -195,12 +200,13 @@ class BeftProbe(keras.callbacks.Callback):
             num_batches, verbose=int(self.verbose > 0), unit_name="batch"
         )
         if self.verbose:
-            io_utils.print_msg("BEFT probe: measuring gradients for Fisher")
+            compat.print_msg("BEFT probe: measuring gradients for Fisher")
+        loss_gradients = gradients.loss_gradient_function(self.model)
+        # Never draws a batch beyond `max_batches` from `data`.
+        batches = itertools.islice(batches, self.max_batches)
         for step, batch in enumerate(batches):
-            if self.max_batches is not None and step >= self.max_batches:
-                break
             x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(batch)
-            grads = gradients.loss_gradients(self.model, x, y, sample_weight)
+            grads = loss_gradients(x, y, sample_weight)
             for i, index in enumerate(indices):
                 scores_lib.check_finite(grads[index], self._biases[i].path)
                 squared[i].append(np.square(grads[index]))

@@ -6,6 +6,8 @@ import dataclasses
 import keras
 import numpy as np
 
+from beft_keras import compat
+
 QUERY = "query"
 KEY = "key"
 VALUE = "value"
@@ -218,14 +220,10 @@ def head_variables(model):
 
 
 def walk_layers(layer):
-    """All layers under `layer` (itself first), depth first, in order.
-
-    `Layer._flatten_layers` visits children in reverse, and transformer
-    layers must be numbered in the order the model holds them.
-    """
+    """All layers under `layer` (itself first), depth first, in the order
+    the model holds them."""
     layers = [layer]
-    # `_layers` is the only list of a layer's tracked sub-layers in Keras 3.
-    for child in layer._layers:
+    for child in compat.sub_layers(layer):
         layers.extend(walk_layers(child))
     return layers
 

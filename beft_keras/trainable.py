@@ -3,22 +3,11 @@
 import dataclasses
 import math
 import warnings
-import weakref
 
-from keras.src.utils import io_utils
-
+from beft_keras import compat
 from beft_keras import terms as terms_lib
 
 ALL = "all"
-
-# Terms a `BeftProbe` measured to have zero gradient, per model.
-_INERT_TERMS = weakref.WeakKeyDictionary()
-
-
-def record_inert_terms(model, terms):
-    """Remember which terms of `model` a probe found inert, so that
-    `BiasOnlyTrainable` can warn before training only those."""
-    _INERT_TERMS[model] = frozenset(terms)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,7 +63,7 @@ class TrainableSummary:
 
     def print(self):
         """Print the summary through Keras' printing."""
-        io_utils.print_msg(str(self))
+        compat.print_msg(str(self))
 
 
 class BiasOnlyTrainable:
@@ -106,6 +95,9 @@ class BiasOnlyTrainable:
             not restricted by it. Defaults to `None`, all layers.
         head: bool. Whether the task head trains too, kernel and bias (see
             `beft_keras.head_variables`). Defaults to `True`.
+        inert_terms: list of str. Terms measured to get zero gradient
+            (`BeftProbe(...).results.inert`): training only those cannot
+            change the model's outputs, and `apply` warns. Defaults to `()`.
         verbose: bool. Whether `apply` prints its summary. Defaults to
             `False`.
 
@@ -123,10 +115,14 @@ class BiasOnlyTrainable:
     ```
     """
 
-    def __init__(self, terms="value", layers=None, head=True, verbose=False):
+    def __init__(
+        self, terms="value", layers=None, head=True, inert_terms=(),
+        verbose=False,
+    ):
         self.terms, self._every_term = _validate_terms(terms, head)
         self.layers = _validate_layers(layers)
         self.head = bool(head)
+        self.inert_terms = frozenset(inert_terms)
         self.verbose = verbose
         self._model = None
         self._saved_flags = None
@@ -191,7 +187,7 @@ class BiasOnlyTrainable:
             self._model, self._saved_flags = model, saved_flags
         recompile(model)
 
-        inert = _INERT_TERMS.get(model, frozenset())
+        inert = self.inert_terms
         if self.terms and not self._every_term and set(self.terms) <= inert:
             warnings.warn(
                 f"A BeftProbe measured zero gradient for {list(self.terms)} "
@@ -264,11 +260,12 @@ def _flags(model):
 
 
 def recompile(model):
-    """Recompile a compiled model so that Keras collects the new trainable
-    variables on every backend."""
+    """Recompile a compiled model with every argument of its last
+    `compile()` (a keras-hub causal LM's `sampler` too), so that Keras
+    collects the new trainable variables on every backend."""
     if not getattr(model, "compiled", False):
         return
-    config = dict(model._compile_config.config)
+    config = compat.compile_arguments(model)
     optimizer = model.optimizer
     if optimizer is not None and optimizer.built:
         # The optimizer's state is laid out for the old trainable variables

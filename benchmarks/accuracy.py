@@ -85,12 +85,13 @@ def plan(args):
 def worker(args):
     import keras
 
+    from beft_keras import models
     from beft_keras import pipeline
     from benchmarks import methods as methods_lib
 
     warnings.filterwarnings("ignore", message="A BeftProbe measured zero")
     env = common.environment()
-    model = args.model or pipeline.default_model()
+    model = args.model or models.default_model()
     epochs = args.epochs or (1 if args.quick else DEFAULT_EPOCHS)
     name = NAME + (f"_{env['backend']}_{args.shard}" if args.shard else "")
     path = common.result_path(
@@ -117,10 +118,8 @@ def worker(args):
             continue
         start = time.perf_counter()
         run = pipeline.prepare(task, args.data_dir, model, "low", seed,
-                               sequence_length=args.sequence_length)
-        if args.quick:
-            run = common.shrink(run, num_train=16, num_dev=32,
-                                sequence_length=args.sequence_length)
+                               sequence_length=args.sequence_length,
+                               max_examples=(16, 32) if args.quick else None)
         classifier = run.classifier
         initial = [keras.ops.convert_to_numpy(v).copy()
                    for v in classifier.weights]
@@ -148,12 +147,12 @@ def worker(args):
                 variable.assign(value)
             # The batches' shuffling follows an epoch counter that runs on
             # across `fit` calls; re-made, every method sees the same order.
-            run.train_batches = _train_batches(run, args.sequence_length)
+            run.train_batches = run.new_batches()
             keras.utils.set_random_seed(seed)
             t0 = time.perf_counter()
-            trainable, total, callbacks = methods_lib.set_up(
-                classifier, run.spec, method, seed=seed
-            )
+            setup = methods_lib.set_up(classifier, run.spec, method, seed=seed)
+            trainable, total = setup.trainable_params, setup.total_params
+            callbacks = setup.callbacks
             classifier.fit(run.train_batches, epochs=epochs, shuffle=False,
                            callbacks=callbacks, verbose=0)
             metrics = pipeline.evaluate(classifier, run.spec, run.dev_batches)
@@ -184,18 +183,6 @@ def worker(args):
         print(f"[accuracy] {task} seed {seed} done "
               f"({prepare_s:.0f} s loading)", flush=True)
     return 0
-
-
-def _train_batches(run, sequence_length):
-    import keras_hub
-
-    from beft_keras import data
-
-    preprocessor = keras_hub.models.TextClassifierPreprocessor.from_preset(
-        run.model, sequence_length=sequence_length
-    )
-    return data.make_dataset(run.train, preprocessor, 16, sequence_length,
-                             shuffle=True, seed=run.seed)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
 """What every benchmark script shares: the machine and versions, JSON
-results, one subprocess per Keras backend, and the random-mask baseline.
+results, one subprocess per Keras backend.
 
 Every script is run from the repository root as a module, e.g.
 `python -m benchmarks.step_cost --quick`. A script's parent process starts
@@ -213,25 +213,3 @@ def current_rss_mib():
             if line.startswith("VmRSS"):
                 return int(line.split()[1]) / 1024
     return None
-
-
-def shrink(run, num_train, num_dev, buckets=None, sequence_length=128):
-    """A `TaskRun` on the first `num_train` training and `num_dev` dev
-    examples of `run` (quick mode), its batches re-made as `prepare` does."""
-    from beft_keras import data
-    from beft_keras import pipeline
-
-    preprocessor, _ = pipeline.load_classifier(
-        run.model, run.spec, sequence_length
-    )
-    buckets = buckets or data.DEFAULT_BUCKETS
-    train = run.train.take(list(range(min(num_train, len(run.train)))))
-    dev = run.dev.take(list(range(min(num_dev, len(run.dev)))))
-    return pipeline.TaskRun(
-        run.spec, run.model, run.seed, run.regime, train, dev,
-        run.classifier,
-        data.make_dataset(train, preprocessor, 16, sequence_length,
-                          shuffle=True, seed=run.seed, buckets=buckets),
-        data.make_dataset(dev, preprocessor, 64, sequence_length,
-                          buckets=buckets),
-    )

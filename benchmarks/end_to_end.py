@@ -65,10 +65,8 @@ def whole_method(task, data_dir, model, seed, padding, probe_epochs,
     # time to other jobs on a shared machine.
     cpu_start = time.process_time()
     run = pipeline.prepare(task, data_dir, model, "low", seed, 16,
-                           sequence_length, buckets=buckets)
-    if quick:
-        run = common.shrink(run, num_train=32, num_dev=64, buckets=buckets,
-                            sequence_length=sequence_length)
+                           sequence_length, buckets=buckets,
+                           max_examples=(32, 64) if quick else None)
     times["prepare_s"] = time.perf_counter() - start
     t0 = time.perf_counter()
     beft_probe = pipeline.probe(run, probe_epochs, learning_rate,
@@ -93,12 +91,12 @@ def whole_method(task, data_dir, model, seed, padding, probe_epochs,
 
 
 def worker(args):
-    from beft_keras import pipeline
+    from beft_keras import models
     from benchmarks import methods as methods_lib
 
     warnings.filterwarnings("ignore", message="A BeftProbe measured zero")
     env = common.environment()
-    model = args.model or pipeline.default_model()
+    model = args.model or models.default_model()
     tune_epochs = 1 if args.quick else args.tune_epochs
     runs = {name: [] for name in PADDINGS}
     for repeat in range(args.repeats):

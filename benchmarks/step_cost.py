@@ -78,13 +78,13 @@ def load_batches(task, data_dir, model, padding, num_batches, seed=0,
                  batch_size=16, sequence_length=128):
     """The first `num_batches` training batches of a shuffled epoch (numpy)."""
     from beft_keras import data
-    from beft_keras import pipeline
+    from beft_keras import models
 
     spec = data.get_task(task)
     train = data.training_subset(
         spec, data.load_split(spec, "train", data_dir), "low", seed
     )
-    preprocessor, _ = pipeline.load_classifier(model, spec, sequence_length)
+    preprocessor, _ = models.load_classifier(model, spec, sequence_length)
     buckets = (
         data.DEFAULT_BUCKETS if padding == "bucketed" else (sequence_length,)
     )
@@ -110,7 +110,7 @@ def measure_steps(model, data_dir, task="sst2", rounds=12, methods=STEP_METHODS,
 
     import keras
 
-    from beft_keras import pipeline
+    from beft_keras import models
     from benchmarks import methods as methods_lib
 
     # BiasOnlyTrainable([]) (head only) warns about inert terms even when
@@ -126,10 +126,11 @@ def measure_steps(model, data_dir, task="sst2", rounds=12, methods=STEP_METHODS,
         params = {}
         for method in methods:
             keras.utils.set_random_seed(0)
-            _, classifier = pipeline.load_classifier(
+            _, classifier = models.load_classifier(
                 model, spec, sequence_length
             )
-            trainable, total, _ = methods_lib.set_up(classifier, spec, method)
+            setup = methods_lib.set_up(classifier, spec, method)
+            trainable, total = setup.trainable_params, setup.total_params
             classifiers[method], params[method] = classifier, (trainable, total)
         # One batch per shape, to compile each method for each shape.
         shapes = {}
@@ -177,10 +178,10 @@ def measure_steps(model, data_dir, task="sst2", rounds=12, methods=STEP_METHODS,
 
 
 def timing_worker(args):
-    from beft_keras import pipeline
+    from beft_keras import models
 
     env = common.environment()
-    model = args.model or pipeline.default_model()
+    model = args.model or models.default_model()
     rounds = args.rounds or (2 if args.quick else 12)
     print(f"[step_cost] backend {env['backend']}, {rounds} rounds", flush=True)
     result = measure_steps(
@@ -206,11 +207,11 @@ def memory_worker(args):
     """One method in a fresh process: RSS rise over the compiled model."""
     import keras
 
-    from beft_keras import pipeline
+    from beft_keras import models
     from benchmarks import methods as methods_lib
 
     env = common.environment()
-    model = args.model or pipeline.default_model()
+    model = args.model or models.default_model()
     method = args.memory_method
     steps = 2 if args.quick else 5
     spec, batches = load_batches(
@@ -218,7 +219,7 @@ def memory_worker(args):
         sequence_length=args.sequence_length,
     )
     keras.utils.set_random_seed(0)
-    _, classifier = pipeline.load_classifier(
+    _, classifier = models.load_classifier(
         model, spec, args.sequence_length
     )
     methods_lib.set_up(classifier, spec, method)

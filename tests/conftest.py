@@ -99,10 +99,10 @@ def classifier_preset(tmp_path_factory):
     return directory
 
 
-def bpe_tokenizer(words):
-    """An OPT byte-pair tokenizer that knows each of `words` after a space
-    as one token, and every character of them."""
-    vocabulary = {"<pad>": 1, "</s>": 2}
+def bpe_vocabulary(words, special_tokens):
+    """A byte-pair vocabulary and merges that know each of `words` after a
+    space as one token, and every character of them."""
+    vocabulary = {token: i + 1 for i, token in enumerate(special_tokens)}
     merges = []
     for word in words:
         token = "Ġ" + word
@@ -111,9 +111,21 @@ def bpe_tokenizer(words):
         merges += [f"{token[:i]} {token[i]}" for i in range(1, len(token))]
     for char in sorted(set("Ġ" + "".join(words))):
         vocabulary.setdefault(char, len(vocabulary) + 1)
-    return keras_hub.models.OPTTokenizer(
-        vocabulary=vocabulary, merges=list(dict.fromkeys(merges))
-    )
+    return vocabulary, list(dict.fromkeys(merges))
+
+
+def bpe_tokenizer(words):
+    """An OPT byte-pair tokenizer (see `bpe_vocabulary`)."""
+    vocabulary, merges = bpe_vocabulary(words, ["<pad>", "</s>"])
+    return keras_hub.models.OPTTokenizer(vocabulary=vocabulary, merges=merges)
+
+
+# The words the tiny decoders' tokenizers know: the SST-2 task's, its
+# verbaliser and prompt, and the SQuAD prompt (`Ċ` is a newline to a
+# byte-level tokenizer).
+DECODER_WORDS = WORDS + ["It", "was", "terrible"] + [
+    "Title", "Context", "Question", "Answer", ":", "Ċ"
+]
 
 
 @pytest.fixture(scope="session")
@@ -123,10 +135,7 @@ def causal_lm_preset(tmp_path_factory):
     newline to a byte-level tokenizer), as a user's downloaded decoder
     preset is laid out."""
     keras.utils.set_random_seed(0)
-    tokenizer = bpe_tokenizer(
-        WORDS + ["It", "was", "terrible"]
-        + ["Title", "Context", "Question", "Answer", ":", "Ċ"]
-    )
+    tokenizer = bpe_tokenizer(DECODER_WORDS)
     backbone = keras_hub.models.OPTBackbone(
         **{**TINY_CONFIG, "vocabulary_size": tokenizer.vocabulary_size() + 1}
     )
@@ -136,6 +145,39 @@ def causal_lm_preset(tmp_path_factory):
         keras_hub.models.OPTCausalLMPreprocessor(tokenizer, sequence_length=12),
     )
     directory = str(tmp_path_factory.mktemp("causal_lm_preset"))
+    causal_lm.save_to_preset(directory)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def llama_preset(tmp_path_factory):
+    """A tiny Llama 3 causal LM preset: a bias-free decoder, with a
+    byte-pair tokenizer that knows the SST-2 task's words."""
+    keras.utils.set_random_seed(0)
+    special = [
+        "<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>",
+        "<|end_header_id|>", "<|eot_id|>",
+    ]
+    vocabulary, merges = bpe_vocabulary(DECODER_WORDS, special)
+    vocabulary["<pad>"] = 0
+    tokenizer = keras_hub.models.Llama3Tokenizer(
+        vocabulary=vocabulary, merges=merges
+    )
+    backbone = keras_hub.models.Llama3Backbone(
+        vocabulary_size=len(vocabulary) + 1,
+        num_layers=NUM_LAYERS,
+        num_query_heads=NUM_HEADS,
+        num_key_value_heads=NUM_HEADS,
+        hidden_dim=HIDDEN_DIM,
+        intermediate_dim=INTERMEDIATE_DIM,
+    )
+    causal_lm = keras_hub.models.Llama3CausalLM(
+        backbone,
+        keras_hub.models.Llama3CausalLMPreprocessor(
+            tokenizer, sequence_length=SEQUENCE_LENGTH
+        ),
+    )
+    directory = str(tmp_path_factory.mktemp("llama_preset"))
     causal_lm.save_to_preset(directory)
     return directory
 

@@ -1,3 +1,4 @@
+import csv
 import os
 import sys
 import types
@@ -11,6 +12,7 @@ import tensorflow as tf
 from beft_keras import data
 from beft_keras.data import DataError
 from beft_keras.data import Examples
+from beft_keras.data import readers
 
 # The real GLUE TSV files; CI checks `shared/` out beside the repository.
 GLUE_DIR = os.path.join(
@@ -42,13 +44,11 @@ def test_tasks():
         assert spec.features and spec.metrics
         assert spec.is_regression == (name == "stsb")
         assert spec.is_generation == (name == "squad")
-        assert spec.learning_rate > 0 and spec.epochs > 0
 
 
 def test_paper_settings():
     rte = data.get_task("rte")
     assert rte.features == ("sentence1", "sentence2")
-    assert (rte.learning_rate, rte.epochs) == (1e-3, 30)
     assert rte.regimes == dict(low=300, medium=900, high=1200, full=None)
     assert data.get_task("cola").main_metric == "mcc"
     assert data.get_task("mrpc").metrics == ("f1", "accuracy")
@@ -169,6 +169,27 @@ def test_unknown_split(tmp_path):
         ("cola", "sentence\tlabel\na\t1.0\n", "'1.0' on line 2"),
         ("stsb", "sentence1\tsentence2\tlabel\na\tb\tfive\n", "'five' on"),
         ("stsb", "sentence1\tsentence2\tlabel\na\tb\tnan\n", "finite"),
+        ("stsb", "sentence1\tsentence2\tlabel\na\tb\tinf\n", "'inf' on line"),
+        ("stsb", "sentence1\tsentence2\tlabel\na\tb\t-inf\n", "finite"),
+        ("sst2", "\n\r\n\n", "is empty: it has no header line"),
+        ("sst2", "sentence\tlabel\r\n\r\n", "header but no examples"),
+        ("sst2", "sentence\tlabel\na\t\n", "Invalid label '' on line 2"),
+        (
+            "sst2",
+            "sentence\tlabel\tsentence\na\t1\tb\n",
+            r"names the column\(s\) \['sentence'\] more than once",
+        ),
+        (
+            "sst2",
+            "idx\tsentence\tidx\tlabel\tlabel\n0\ta\t0\t1\t1\n",
+            r"names the column\(s\) \['idx', 'label'\] more than once",
+        ),
+        (
+            "sst2",
+            "sentence\tlabel\ra\t1\rb\t0\r",
+            r"Line 1 .* holds a carriage return \(\\r\) inside the line",
+        ),
+        ("sst2", "sentence\tlabel\na\rb\t1\n", "Line 2 .* carriage return"),
     ],
 )
 def test_malformed_tsv(tmp_path, task, text, expected):
@@ -176,6 +197,81 @@ def test_malformed_tsv(tmp_path, task, text, expected):
     with pytest.raises(DataError, match=expected) as error:
         data.load_split(task, "train", data_dir=str(tmp_path))
     assert path in str(error.value)
+
+
+def _write_bytes(directory, task, split, data):
+    os.makedirs(directory / task, exist_ok=True)
+    path = directory / task / f"{split}.tsv"
+    path.write_bytes(data)
+    return str(path)
+
+
+@pytest.mark.parametrize("bom", [b"", b"\xef\xbb\xbf"])
+@pytest.mark.parametrize("newline", [b"\n", b"\r\n"])
+def test_bom_line_endings_and_blank_lines(tmp_path, bom, newline):
+    text = "caf\u00e9 \u2014 ok"
+    lines = [b"sentence\tlabel", f"{text}\t1".encode(), b"", b"b\t0", b""]
+    # The header first, then after a blank line.
+    for start in (bom, bom + newline):
+        _write_bytes(tmp_path, "sst2", "train", start + newline.join(lines))
+        train = data.load_split("sst2", "train", data_dir=str(tmp_path))
+        np.testing.assert_array_equal(train.features["sentence"], [text, "b"])
+        np.testing.assert_array_equal(train.labels, [1, 0])
+
+
+@pytest.mark.parametrize(
+    "data_bytes, line, byte",
+    [
+        (b"sentence\tlabel\na\t1\nb\xff\t0\n", 3, "0xff at byte 2"),
+        (b"sen\xe9tence\tlabel\na\t1\n", 1, "0xe9 at byte 4"),
+        # Latin-1, on a last line without a line break.
+        (b"sentence\tlabel\na\t1\ncaf\xe9\t0", 3, "0xe9 at byte 4"),
+        # UTF-16, as some spreadsheets save "Unicode text".
+        ("sentence\tlabel\n".encode("utf-16"), 1, "0xff at byte 1"),
+    ],
+)
+def test_invalid_utf8_names_file_and_line(tmp_path, data_bytes, line, byte):
+    path = _write_bytes(tmp_path, "sst2", "train", data_bytes)
+    with pytest.raises(DataError) as error:
+        data.load_split("sst2", "train", data_dir=str(tmp_path))
+    assert str(error.value) == (
+        f"Line {line} of '{path}' is not valid UTF-8 (byte {byte} of the "
+        "line). Save the file as UTF-8."
+    )
+
+
+def test_long_fields(tmp_path, monkeypatch):
+    limit = csv.field_size_limit()
+    # Longer than the csv module's default limit of 131,072 characters.
+    text = "word " * 40_000
+    path = _write(tmp_path, "sst2", "train", f"sentence\tlabel\n{text}\t1\n")
+    train = data.load_split("sst2", "train", data_dir=str(tmp_path))
+    assert train.features["sentence"][0] == text
+    assert readers.MAX_FIELD_SIZE == 16 * 1024 * 1024
+    assert csv.field_size_limit() == limit
+
+    monkeypatch.setattr(readers, "MAX_FIELD_SIZE", 1000)
+    rows = f"sentence\tlabel\n{'a' * 1000}\t1\n{'b' * 1001}\t0\n"
+    _write(tmp_path, "sst2", "train", rows)
+    with pytest.raises(DataError) as error:
+        data.load_split("sst2", "train", data_dir=str(tmp_path))
+    assert str(error.value) == (
+        f"Line 3 of '{path}' cannot be read as tab-separated fields: field "
+        "larger than field limit (1000)."
+    )
+    assert csv.field_size_limit() == limit
+
+
+def test_unlabelled_file(tmp_path):
+    path = _write(tmp_path, "rte", "test", "sentence2\tsentence1\nb\ta\n")
+    examples, has_labels = data.read_tsv("rte", path, labelled=False)
+    assert not has_labels
+    np.testing.assert_array_equal(examples.features["sentence1"], ["a"])
+    np.testing.assert_array_equal(examples.labels, [0])
+    with pytest.raises(DataError, match=r"lacks the column\(s\) \['label'\]"):
+        data.read_tsv("rte", path)
+    with pytest.raises(FileNotFoundError, match="missing.tsv"):
+        data.read_tsv("rte", str(tmp_path / "missing.tsv"))
 
 
 # TFDS reader.

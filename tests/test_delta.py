@@ -1,5 +1,6 @@
 import json
 import os
+import re
 import subprocess
 import sys
 import types
@@ -61,7 +62,11 @@ def _max_diff(a, b):
 
 
 def _assert_bitwise_equal(weights, expected, paths=None):
+    if paths is None:
+        assert weights.keys() == expected.keys()
     for path in expected if paths is None else paths:
+        assert weights[path].dtype == expected[path].dtype, path
+        assert weights[path].shape == expected[path].shape, path
         assert weights[path].tobytes() == expected[path].tobytes(), path
 
 
@@ -71,6 +76,44 @@ def _perturb_trainable(model, seed):
     for variable in model.trainable_weights:
         value = keras.ops.convert_to_numpy(variable)
         variable.assign(value + rng.normal(0.0, 0.5, value.shape))
+
+
+def _description(path):
+    """The JSON description in a delta file's metadata."""
+    with safetensors.safe_open(path, framework="numpy") as file:
+        return json.loads(file.metadata()["beft_keras"])
+
+
+def _rewrite(source, target, edit=None, values=None):
+    """Copy the delta `source` to `target` as a hand edit would: `edit`
+    maps its description to a new one (a str is written as is), `values`
+    replace its arrays."""
+    description = _description(source)
+    if edit is not None:
+        description = edit(description)
+    if not isinstance(description, str):
+        description = json.dumps(description)
+    values = values or safetensors.numpy.load_file(source)
+    safetensors.numpy.save_file(
+        values, target, metadata={"beft_keras": description}
+    )
+    return target
+
+
+def _set(key, value):
+    return lambda description: {**description, key: value}
+
+
+def _without(key):
+    return lambda description: {
+        k: v for k, v in description.items() if k != key
+    }
+
+
+def _as_version_1(description):
+    """A description as `FORMAT_VERSION = 1` wrote it."""
+    description = _without("task")(_without("head_shape")(description))
+    return {**description, "format_version": 1}
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +129,7 @@ def trained(bert_preset, tmp_path_factory):
     features, labels = bert_inputs()
     model.fit(features, labels, batch_size=8, epochs=2, verbose=0)
     path = tmp_path_factory.mktemp("delta") / "task.safetensors"
-    info = save_delta(model, path, base=bert_preset)
+    info = save_delta(model, path, base=bert_preset, task="sst2")
     return types.SimpleNamespace(
         path=str(path),
         info=info,
@@ -113,9 +156,13 @@ def test_round_trip_after_fit(bert_preset, trained):
         NUM_LAYERS * HIDDEN_DIM + HIDDEN_DIM * NUM_CLASSES + NUM_CLASSES
     )
     assert info.num_bytes == os.path.getsize(trained.path)
-    with safetensors.safe_open(trained.path, framework="numpy") as file:
-        description = json.loads(file.metadata()["beft_keras"])
+    assert info.task == "sst2"
+    assert info.head_shape == (None, NUM_CLASSES)
+    description = _description(trained.path)
+    assert description["format_version"] == 2
     assert description["base"] == bert_preset
+    assert description["task"] == "sst2"
+    assert description["head_shape"] == [None, NUM_CLASSES]
     assert description["keras_version"] == keras.__version__
     assert description["beft_keras_version"] == beft_keras.__version__
     assert description["backend"] == keras.backend.backend()
@@ -207,12 +254,13 @@ def test_model_without_a_variable_changes_nothing(bert_preset, trained):
     _assert_bitwise_equal(snapshot(backbone), before)
 
 
-def test_shape_mismatch_changes_nothing(bert_preset, trained):
+def test_head_shape_mismatch_changes_nothing(bert_preset, trained):
     model = tiny_classifier(bert_preset, num_classes=3)
     before = snapshot(model)
     with pytest.raises(
         DeltaError,
-        match=r"'logits/kernel' has shape \(8, 2\) in the delta and \(8, 3\)",
+        match=r"its task head has output shape \(None, 2\), the model's "
+        r"\(None, 3\)\. .*`num_classes=2`",
     ):
         load_delta(model, trained.path)
     _assert_bitwise_equal(snapshot(model), before)
@@ -284,6 +332,211 @@ def test_switch_tasks_without_reloading(bert_preset, tmp_path):
     assert switcher.active is None
     assert _max_diff(_predict(model), base_predictions) == 0.0
     _assert_bitwise_equal(snapshot(model), base_weights)
+
+
+@pytest.mark.parametrize(
+    "variable, value",
+    [
+        ("transformer_layer_1/self_attention_layer/value/bias", np.nan),
+        ("logits/kernel", np.inf),
+        ("logits/bias", -np.inf),
+    ],
+)
+def test_save_refuses_non_finite_values(
+    bert_preset, tmp_path, variable, value
+):
+    model = tiny_classifier(bert_preset)
+    beft_keras.BiasOnlyTrainable("value").apply(model)
+    weights = {v.path: v for v in model.weights}
+    array = keras.ops.convert_to_numpy(weights[variable]).copy()
+    array.flat[1] = value
+    weights[variable].assign(array)
+    target = tmp_path / "task.safetensors"
+    with pytest.raises(
+        DeltaError,
+        match=rf"variable\(s\) \['{variable}'\] hold NaN or infinite values.*"
+        rf"Nothing was written to '{re.escape(str(target))}'",
+    ):
+        save_delta(model, target, task="sst2")
+    assert os.listdir(tmp_path) == []
+
+    target.write_bytes(b"an older delta")
+    with pytest.raises(DeltaError, match="NaN or infinite"):
+        save_delta(model, target)
+    assert os.listdir(tmp_path) == ["task.safetensors"]
+    assert target.read_bytes() == b"an older delta"
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+def test_load_refuses_non_finite_values(bert_preset, trained, tmp_path, value):
+    values = safetensors.numpy.load_file(trained.path)
+    values["logits/bias"][0] = value
+    path = _rewrite(trained.path, tmp_path / "nan.safetensors", values=values)
+    model = tiny_classifier(bert_preset)
+    before = snapshot(model)
+    message = (
+        r"holds NaN or infinite values in variable\(s\) \['logits/bias'\].*"
+        "Nothing was loaded"
+    )
+    with pytest.raises(DeltaError, match=message):
+        load_delta(model, path)
+    with pytest.raises(DeltaError, match=message):
+        DeltaSwitcher(model).apply(path)
+    _assert_bitwise_equal(snapshot(model), before)
+
+
+def test_task_mismatch_changes_nothing(bert_preset, trained):
+    model = tiny_classifier(bert_preset)
+    before = snapshot(model)
+    message = (
+        r"was made for task 'sst2', not 'cola'\. Load it for task 'sst2', "
+        r"or pass `allow_task_mismatch=True`"
+    )
+    with pytest.raises(DeltaError, match=message):
+        load_delta(model, trained.path, task="cola")
+    _assert_bitwise_equal(snapshot(model), before)
+
+    assert load_delta(model, trained.path, task="sst2").task == "sst2"
+    _assert_bitwise_equal(snapshot(model), trained.weights)
+    model = tiny_classifier(bert_preset)
+    load_delta(model, trained.path, task="cola", allow_task_mismatch=True)
+    _assert_bitwise_equal(snapshot(model), trained.weights)
+
+
+def test_switcher_checks_the_task(bert_preset, trained, tmp_path):
+    model = tiny_classifier(bert_preset)
+    beft_keras.BiasOnlyTrainable("query").apply(model)
+    _perturb_trainable(model, seed=4)
+    cola = tmp_path / "cola.safetensors"
+    save_delta(model, cola, base=bert_preset, task="cola")
+
+    model = tiny_classifier(bert_preset)
+    switcher = DeltaSwitcher(model)
+    switcher.apply(trained.path, task="sst2")
+    before = snapshot(model)
+    with pytest.raises(DeltaError, match="made for task 'cola', not 'sst2'"):
+        switcher.apply(cola, task="sst2")
+    # The refused delta leaves the active one in place.
+    assert switcher.active == trained.path
+    _assert_bitwise_equal(snapshot(model), before)
+    info = switcher.apply(cola, task="sst2", allow_task_mismatch=True)
+    assert info.task == "cola"
+    assert switcher.active == str(cola)
+
+
+def test_delta_without_task_loads_for_any_task(bert_preset, tmp_path):
+    model = tiny_classifier(bert_preset)
+    beft_keras.BiasOnlyTrainable("value").apply(model)
+    _perturb_trainable(model, seed=5)
+    info = save_delta(model, tmp_path / "task.safetensors")
+    assert info.task is None
+    assert _description(info.path)["task"] is None
+    loaded = load_delta(tiny_classifier(bert_preset), info.path, task="cola")
+    assert loaded == info
+
+
+@pytest.mark.parametrize("task", [3, "", ["sst2"]])
+def test_task_argument_must_be_a_name(bert_preset, trained, tmp_path, task):
+    model = tiny_classifier(bert_preset)
+    beft_keras.BiasOnlyTrainable("value").apply(model)
+    message = r"`task` must be a non-empty str or None\. Received: task="
+    with pytest.raises(ValueError, match=message):
+        save_delta(model, tmp_path / "task.safetensors", task=task)
+    assert os.listdir(tmp_path) == []
+    before = snapshot(model)
+    with pytest.raises(ValueError, match=message):
+        load_delta(model, trained.path, task=task)
+    _assert_bitwise_equal(snapshot(model), before)
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda d: json.dumps(d)[:-1], "its beft-keras metadata is not JSON"),
+        (lambda d: [d], "its metadata does not describe a beft-keras-delta"),
+        (_set("format", "other"), "does not describe a beft-keras-delta"),
+        (_without("format"), "does not describe a beft-keras-delta"),
+        (_without("format_version"), "format version None is not one"),
+        (
+            _set("format_version", "2"),
+            r"format version '2' is not one this beft-keras reads \(1, 2\)\.",
+        ),
+        (_set("format_version", True), "format version True is not one"),
+        (_set("format_version", 0), "format version 0 is not one"),
+        (_set("format_version", 3), "version 3 .*; upgrade beft-keras"),
+        (_without("task"), "its metadata lacks the field 'task'"),
+        (_without("head_shape"), "lacks the field 'head_shape'"),
+        (_without("variables"), "lacks the field 'variables'"),
+        (_without("base_fingerprint"), "lacks the field 'base_fingerprint'"),
+        (_without("backend"), "lacks the field 'backend'"),
+        (
+            _set("base", 5),
+            "field 'base' must be a non-empty string or null; found 5",
+        ),
+        (_set("base_fingerprint", "abc"), "'base_fingerprint' must be a SHA"),
+        (_set("base_fingerprint", None), "'base_fingerprint' must be a SHA"),
+        (_set("terms", "value"), "'terms' must be a list of bias terms"),
+        (_set("terms", ["value", "bias"]), "'terms' must be a list of bias"),
+        (
+            _set("terms", ["query"]),
+            r"'terms', \['query'\], does not list the bias terms of its "
+            r"variables, \['value'\]",
+        ),
+        (_set("variables", []), "'variables' must be an object mapping"),
+        (_set("variables", {}), "'variables' must be an object mapping"),
+        (
+            lambda d: {**d, "variables": {**d["variables"], "logits/bias": 1}},
+            "'variables' must be an object mapping",
+        ),
+        (
+            lambda d: {**d, "variables": {**d["variables"], "x/bias": "value"}},
+            "its metadata lists other variables than it holds",
+        ),
+        (_set("task", 7), "'task' must be a non-empty string or null; found 7"),
+        (_set("task", ""), "'task' must be a non-empty string or null"),
+        (_set("head_shape", [None, -2]), "'head_shape' must be null or a list"),
+        (_set("head_shape", [None, 0]), "'head_shape' must be null or a list"),
+        (_set("head_shape", [None, 2.0]), "'head_shape' must be null or a"),
+        (_set("head_shape", [None, True]), "'head_shape' must be null or a"),
+        (_set("head_shape", "2"), "'head_shape' must be null or a list"),
+        (_set("head_shape", []), "'head_shape' must be null or a list"),
+        (_set("keras_version", None), "'keras_version' must be a non-empty"),
+        (_set("beft_keras_version", 1), "'beft_keras_version' must be a non"),
+    ],
+)
+def test_hand_edited_metadata_changes_nothing(
+    bert_preset, trained, tmp_path, edit, message
+):
+    path = _rewrite(trained.path, tmp_path / "edited.safetensors", edit)
+    model = tiny_classifier(bert_preset)
+    before = snapshot(model)
+    with pytest.raises(DeltaError, match=message) as error:
+        load_delta(model, path, task="sst2")
+    assert f"'{path}' is not a valid beft-keras delta file" in str(error.value)
+    with pytest.raises(DeltaError, match=message):
+        DeltaSwitcher(model).apply(path)
+    _assert_bitwise_equal(snapshot(model), before)
+
+
+def test_version_1_delta_loads_as_made_for_an_unknown_task(
+    bert_preset, trained, tmp_path
+):
+    path = _rewrite(trained.path, tmp_path / "v1.safetensors", _as_version_1)
+    model = tiny_classifier(bert_preset)
+    info = load_delta(model, path, task="cola")
+    assert (info.task, info.head_shape) == (None, None)
+    assert info.paths == trained.info.paths
+    _assert_bitwise_equal(snapshot(model), trained.weights)
+
+    # Without a recorded head shape, the variables' shapes are checked.
+    model = tiny_classifier(bert_preset, num_classes=3)
+    before = snapshot(model)
+    with pytest.raises(
+        DeltaError,
+        match=r"'logits/kernel' has shape \(8, 2\) in the delta and \(8, 3\)",
+    ):
+        load_delta(model, path)
+    _assert_bitwise_equal(snapshot(model), before)
 
 
 def test_minilm_delta_is_small(tmp_path):

@@ -80,11 +80,14 @@ def test_key_bias_is_measured_inert(bert_preset):
     assert probe.results.inert == ("key",)
     assert rms["key"] < 1e-5 * rms["value"]
     # A b_k-only fine-tune is then a no-op, and BiasOnlyTrainable says so.
+    inert = probe.results.inert
     with pytest.warns(UserWarning, match="zero gradient for \\['key'\\]"):
-        beft_keras.BiasOnlyTrainable("key").apply(model)
+        beft_keras.BiasOnlyTrainable("key", inert_terms=inert).apply(model)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        beft_keras.BiasOnlyTrainable(["key", "value"]).apply(model)
+        beft_keras.BiasOnlyTrainable(
+            ["key", "value"], inert_terms=inert
+        ).apply(model)
 
 
 class TinyAttention(keras.layers.Layer):

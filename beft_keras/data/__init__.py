@@ -6,6 +6,7 @@ from beft_keras.data.batching import batch_arrays
 from beft_keras.data.batching import bucket_lengths
 from beft_keras.data.batching import make_dataset
 from beft_keras.data.batching import padding_efficiency
+from beft_keras.data.batching import tokenize
 from beft_keras.data.readers import Examples
 from beft_keras.data.readers import load_split
 from beft_keras.data.readers import read_tsv

@@ -106,7 +106,7 @@ def make_dataset(
     _check_positive_int("batch_size", batch_size)
     if len(examples) == 0:
         raise DataError("`examples` is empty: there is nothing to batch.")
-    features = _tokenize(examples, preprocessor, sequence_length)
+    features = tokenize(examples, preprocessor, sequence_length)
     return batch_arrays(
         features, examples.labels, batch_size, sequence_length, shuffle,
         seed, buckets,
@@ -209,9 +209,19 @@ def padding_efficiency(dataset):
     return real / total
 
 
-def _tokenize(examples, preprocessor, sequence_length):
+def tokenize(examples, preprocessor, sequence_length=128):
     """Every example's features, as numpy arrays padded to
-    `sequence_length`."""
+    `sequence_length`, for `batch_arrays`.
+
+    Args:
+        examples: `Examples`.
+        preprocessor: a keras-hub text classifier preprocessor (see
+            `make_dataset`).
+        sequence_length: int. Defaults to `128`.
+
+    Returns:
+        A dict of numpy arrays of shape `(len(examples), sequence_length)`.
+    """
     texts = tf.data.Dataset.from_tensor_slices(
         tuple(examples.features.values())
     ).batch(_TOKENIZE_BATCH_SIZE)

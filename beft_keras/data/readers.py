@@ -1,6 +1,7 @@
 """Reading a task's train and dev examples, from GLUE-style TSV files or from
 TensorFlow Datasets, and taking the paper's training subsets."""
 
+import contextlib
 import csv
 import dataclasses
 import json
@@ -16,6 +17,10 @@ from beft_keras.data.tasks import DataError
 from beft_keras.data.tasks import get_task
 
 LABEL = "label"
+# The longest field, in characters, that a TSV file may hold (16 Mi). The
+# csv module's default, 131,072, is too short for a long document in one
+# field; a field longer than this is more likely a broken file than a text.
+MAX_FIELD_SIZE = 16 * 1024 * 1024
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -65,10 +70,11 @@ def load_split(task, split, data_dir=None):
     """Read the train or dev examples of a task.
 
     With `data_dir`, reads the GLUE-style TSV file
-    `<data_dir>/<task>/<split>.tsv`: tab-separated, no quoting, a header row
+    `<data_dir>/<task>/<split>.tsv`: UTF-8 (a byte order mark is allowed),
+    tab-separated, no quoting, `\n` or `\r\n` line endings, a header row
     that names the task's text features (TFDS names such as `sentence1`) and
     `label` (for SQuAD, a JSON list of answer texts); other columns are
-    ignored. Without it, loads the task's TFDS
+    ignored and blank lines are skipped. Without it, loads the task's TFDS
     dataset (`split="dev"` is the TFDS validation split).
 
     Args:
@@ -82,9 +88,12 @@ def load_split(task, split, data_dir=None):
 
     Raises:
         FileNotFoundError: if `data_dir` or the TSV file does not exist.
-        DataError: if the file is empty, lacks a column, has a line with the
-            wrong number of fields or a label that is not valid for the task,
-            or if TFDS cannot load the dataset.
+        DataError: if the file is empty, is not UTF-8 (with or without a
+            byte order mark), lacks a column or names one twice, has a line
+            with the wrong number of fields, a field over `MAX_FIELD_SIZE`
+            characters or a label that is not valid for the task, or if
+            TFDS cannot load the dataset. The message names the file, and
+            the line at fault.
 
     Example:
     ```python
@@ -192,6 +201,11 @@ def read_tsv(task, path, labelled=True):
 
     Returns:
         A tuple `(examples, has_labels)`.
+
+    Raises:
+        FileNotFoundError: if there is no file at `path`.
+        DataError: if the file cannot be read as examples of the task (see
+            `load_split`).
     """
     spec = get_task(task)
     if not os.path.isfile(path):
@@ -201,44 +215,106 @@ def read_tsv(task, path, labelled=True):
 
 def _read_tsv(spec, path, labelled=True):
     """The examples of a TSV file, and whether it had labels."""
-    with open(path, encoding="utf-8", newline="") as file:
-        header = next(csv.reader(file, delimiter="\t"), [])
-    has_labels = labelled or LABEL in header
-    required = spec.features + ((LABEL,) if has_labels else ())
-    # GLUE texts contain quotes, which are text, not CSV quoting.
-    with open(path, encoding="utf-8", newline="") as file:
-        rows = csv.reader(file, delimiter="\t", quoting=csv.QUOTE_NONE)
-        header = next(rows, None)
+    with open(path, "rb") as file, _field_size_limit(MAX_FIELD_SIZE):
+        rows = _rows(path, _lines(path, file))
+        header = next(rows, (None, None))[1]
         if header is None:
-            raise DataError(f"File '{path}' is empty.")
-        missing = [name for name in required if name not in header]
-        if missing:
-            raise DataError(
-                f"File '{path}' lacks the column(s) {missing} of task "
-                f"'{spec.name}'. Expected columns: {list(required)}; found: "
-                f"{header}."
-            )
-        feature_columns = [header.index(name) for name in spec.features]
-        label_column = header.index(LABEL) if has_labels else None
+            raise DataError(f"File '{path}' is empty: it has no header line.")
+        has_labels = labelled or LABEL in header
+        feature_columns, label_column = _columns(spec, path, header, has_labels)
         texts, labels = [], []
-        for row in rows:
-            # A blank line, such as a trailing one, holds no example.
-            if not row:
-                continue
+        for line, row in rows:
             if len(row) != len(header):
                 raise DataError(
-                    f"Line {rows.line_num} of '{path}' has {len(row)} "
-                    f"tab-separated fields; the header has {len(header)}."
+                    f"Line {line} of '{path}' has {len(row)} tab-separated "
+                    f"fields; the header has {len(header)}."
                 )
             texts.append([row[column] for column in feature_columns])
             labels.append(
-                _parse_label(spec, row[label_column], path, rows.line_num)
+                _parse_label(spec, row[label_column], path, line)
                 if has_labels
                 else 0
             )
     if not labels:
         raise DataError(f"File '{path}' has a header but no examples.")
     return _examples(spec, list(zip(*texts)), labels), has_labels
+
+
+@contextlib.contextmanager
+def _field_size_limit(limit):
+    """Raise the csv module's field size limit while reading, then put the
+    caller's back."""
+    previous = csv.field_size_limit(limit)
+    try:
+        yield
+    finally:
+        csv.field_size_limit(previous)
+
+
+def _lines(path, file):
+    """The lines of a binary file, decoded as UTF-8 one by one so that an
+    invalid byte is reported with its line."""
+    for number, line in enumerate(file, start=1):
+        try:
+            # "utf-8-sig" drops a byte order mark, which would otherwise
+            # become part of the first column's name.
+            text = line.decode("utf-8-sig" if number == 1 else "utf-8")
+        except UnicodeDecodeError as error:
+            raise DataError(
+                f"Line {number} of '{path}' is not valid UTF-8 (byte "
+                f"0x{line[error.start]:02x} at byte {error.start + 1} of the "
+                "line). Save the file as UTF-8."
+            ) from None
+        # Lines are split at "\n" only: a carriage return anywhere but
+        # before it is an old Mac line break or a stray control character.
+        if "\r" in text.rstrip("\r\n"):
+            raise DataError(
+                f"Line {number} of '{path}' holds a carriage return (\\r) "
+                "inside the line. Save the file with \\n or \\r\\n line "
+                "endings and no carriage return in a text."
+            )
+        yield text
+
+
+def _rows(path, lines):
+    """`(line number, fields)` of each non-blank line."""
+    # GLUE texts contain quotes, which are text, not CSV quoting.
+    reader = csv.reader(lines, delimiter="\t", quoting=csv.QUOTE_NONE)
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as error:
+            raise DataError(
+                f"Line {reader.line_num} of '{path}' cannot be read as "
+                f"tab-separated fields: {error}."
+            ) from None
+        # A blank line, such as a trailing one, holds no example.
+        if row:
+            yield reader.line_num, row
+
+
+def _columns(spec, path, header, has_labels):
+    """The indices of the task's feature columns and of its label column
+    (`None` without labels) in `header`."""
+    duplicated = sorted({name for name in header if header.count(name) > 1})
+    if duplicated:
+        raise DataError(
+            f"The header of '{path}' names the column(s) {duplicated} more "
+            f"than once; found: {header}. Give every column its own name."
+        )
+    required = spec.features + ((LABEL,) if has_labels else ())
+    missing = [name for name in required if name not in header]
+    if missing:
+        raise DataError(
+            f"File '{path}' lacks the column(s) {missing} of task "
+            f"'{spec.name}'. Expected columns: {list(required)}; found: "
+            f"{header}."
+        )
+    feature_columns = [header.index(name) for name in spec.features]
+    label_column = header.index(LABEL) if has_labels else None
+    return feature_columns, label_column
 
 
 def _parse_label(spec, text, path, line):

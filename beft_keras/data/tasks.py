@@ -1,5 +1,6 @@
-"""The GLUE and SuperGLUE tasks: their text features, labels, metrics, data
-sources and the BEFT paper's bias-only training settings."""
+"""The GLUE and SuperGLUE tasks: their text features, labels, metrics,
+data sources and training-set regimes (their training settings are in
+`beft_keras.settings`)."""
 
 import dataclasses
 
@@ -40,9 +41,6 @@ class TaskSpec:
         dev_split: str. The TFDS split used as the dev set.
         regimes: dict. Maps each of `"low"`, `"medium"`, `"high"` to a
             training-set size and `"full"` to `None` (the whole training set).
-        learning_rate: float. The paper's learning rate for bias-only
-            fine-tuning.
-        epochs: int. The paper's number of training epochs.
 
     Example:
     ```python
@@ -59,8 +57,6 @@ class TaskSpec:
     tfds_name: str
     dev_split: str
     regimes: dict
-    learning_rate: float
-    epochs: int
 
     @property
     def is_regression(self):
@@ -81,8 +77,6 @@ def _task(
     num_classes,
     metrics,
     sizes,
-    learning_rate,
-    epochs,
     dev_split="validation",
     name=None,
 ):
@@ -94,8 +88,6 @@ def _task(
         tfds_name=tfds_name,
         dev_split=dev_split,
         regimes=dict(zip(REGIMES, sizes + (None,))),
-        learning_rate=learning_rate,
-        epochs=epochs,
     )
 
 
@@ -106,41 +98,34 @@ _NLI = ("premise", "hypothesis")
 # sizes are ours.
 _SUPER_GLUE_SIZES = (250, 500, 1000)
 
-# Sizes are (low, medium, high) training examples; learning rates and epochs
-# are the paper's bias-only settings.
+# Sizes are (low, medium, high) training examples, the paper's.
 # fmt: off
 TASKS = {
     spec.name: spec
     for spec in (
-        _task("glue/sst2", _SENTENCE, 2, ("accuracy",),
-              (1000, 5000, 11000), 4e-4, 16),
+        _task("glue/sst2", _SENTENCE, 2, ("accuracy",), (1000, 5000, 11000)),
         _task("glue/cola", _SENTENCE, 2, ("mcc", "accuracy"),
-              (1710, 3420, 4275), 7e-4, 16),
-        _task("glue/rte", _PAIR, 2, ("accuracy",),
-              (300, 900, 1200), 1e-3, 30),
-        _task("glue/mrpc", _PAIR, 2, ("f1", "accuracy"),
-              (367, 1191, 1835), 7e-4, 60),
+              (1710, 3420, 4275)),
+        _task("glue/rte", _PAIR, 2, ("accuracy",), (300, 900, 1200)),
+        _task("glue/mrpc", _PAIR, 2, ("f1", "accuracy"), (367, 1191, 1835)),
         _task("glue/stsb", _PAIR, 1, ("pearson", "spearman"),
-              (287, 1150, 2300), 1e-4, 60),
+              (287, 1150, 2300)),
         _task("glue/qnli", ("question", "sentence"), 2, ("accuracy",),
-              (1000, 5000, 9000), 1e-4, 30),
+              (1000, 5000, 9000)),
         _task("glue/qqp", ("question1", "question2"), 2, ("f1", "accuracy"),
-              (1000, 5000, 9000), 4e-4, 30),
-        _task("glue/mnli", _NLI, 3, ("accuracy",),
-              (1000, 5000, 9000), 1e-4, 30, dev_split="validation_matched"),
+              (1000, 5000, 9000)),
+        _task("glue/mnli", _NLI, 3, ("accuracy",), (1000, 5000, 9000),
+              dev_split="validation_matched"),
         _task("super_glue/cb", _NLI, 3, ("macro_f1", "accuracy"),
-              _SUPER_GLUE_SIZES, 1e-3, 60),
+              _SUPER_GLUE_SIZES),
         # WiC also has the target `word`; we feed only the two sentences.
-        _task("super_glue/wic", _PAIR, 2, ("accuracy",),
-              _SUPER_GLUE_SIZES, 1e-3, 16),
-        # BoolQ is not in the paper's table: 1e-3 and 16 epochs are ours.
+        _task("super_glue/wic", _PAIR, 2, ("accuracy",), _SUPER_GLUE_SIZES),
         _task("super_glue/boolq", ("question", "passage"), 2, ("accuracy",),
-              _SUPER_GLUE_SIZES, 1e-3, 16),
+              _SUPER_GLUE_SIZES),
         # Generation, for causal LMs only: 1000 training examples as in
-        # MeZO, the paper's OPT settings.
+        # MeZO.
         _task("squad/v1.1", ("title", "context", "question"), 0,
-              ("exact_match", "token_f1"), (1000, 5000, 10000), 1e-3, 5,
-              name="squad"),
+              ("exact_match", "token_f1"), (1000, 5000, 10000), name="squad"),
     )
 }
 # fmt: on

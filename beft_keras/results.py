@@ -204,19 +204,16 @@ class BeftResults:
             path: str. Where to write the PNG.
             title: str or None. A title above the panels.
         """
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        # A bare `Figure`, not pyplot: drawing must not switch the user's
+        # matplotlib backend (a notebook's) or leave figures open.
+        from matplotlib.figure import Figure
 
         averages = self.averages
         columns = [str(i) for i in range(self.num_layers)] + ["avg"]
-        figure, axes = plt.subplots(
-            1,
-            len(self.methods),
-            figsize=(1.0 + 0.55 * len(columns) * len(self.methods) * 1.25, 4),
-            squeeze=False,
+        figure = Figure(
+            figsize=(1.0 + 0.55 * len(columns) * len(self.methods) * 1.25, 4)
         )
+        axes = figure.subplots(1, len(self.methods), squeeze=False)
         for axis, method in zip(axes[0], self.methods):
             table = np.column_stack(
                 [
@@ -238,7 +235,6 @@ class BeftResults:
             figure.suptitle(title)
         figure.tight_layout()
         atomic_write(path, _png_bytes(figure))
-        plt.close(figure)
 
 
 def _png_bytes(figure):

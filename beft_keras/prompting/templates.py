@@ -1,0 +1,144 @@
+"""Prompts that put a task to a causal LM: templates with the task's
+features as slots, and verbaliser words, one per class (MeZO's prompts)."""
+
+import dataclasses
+import string
+
+from beft_keras.prompting.packing import PromptError
+from beft_keras.prompting.packing import token_list
+
+
+@dataclasses.dataclass(frozen=True)
+class PromptTemplate:
+    """A prompt with named `{field}` slots, filled by `format`.
+
+    Attributes:
+        text: str. The prompt, e.g. `"{sentence} It was"`. The answer (a
+            verbaliser word or a generated answer) follows it directly.
+
+    Example:
+    ```python
+    template = beft_keras.PromptTemplate("{sentence} It was")
+    template.format(sentence="A gripping film.")  # "A gripping film. It was"
+    ```
+    """
+
+    text: str
+
+    @property
+    def fields(self):
+        """The names of the template's slots, in order."""
+        names = [f for _, f, _, _ in string.Formatter().parse(self.text) if f]
+        return tuple(dict.fromkeys(names))
+
+    def format(self, **fields):
+        try:
+            return self.text.format(**fields)
+        except KeyError as error:
+            raise PromptError(
+                f"Template {self.text!r} needs the field {error.args[0]!r}. "
+                f"Received fields: {sorted(fields)}"
+            ) from None
+
+
+@dataclasses.dataclass(frozen=True)
+class Verbalizer:
+    """One word per class, scored as the token that follows the prompt.
+
+    Attributes:
+        words: tuple of str or int. The word of each class, in class order,
+            with the leading space a byte-pair tokenizer needs to read it as
+            a word after the prompt (`" great"`), or token ids directly.
+
+    Example:
+    ```python
+    verbalizer = beft_keras.Verbalizer((" terrible", " great"))
+    verbalizer.token_ids(causal_lm.preprocessor.tokenizer)  # two ids
+    ```
+    """
+
+    words: tuple
+
+    def token_ids(self, tokenizer=None):
+        """The token id of each word.
+
+        Args:
+            tokenizer: a keras-hub tokenizer, or `None` when `words` are
+                token ids. Defaults to `None`.
+
+        Returns:
+            A list of int, one per class.
+
+        Raises:
+            PromptError: if a word is not exactly one token, or two classes
+                share a token.
+        """
+        ids = []
+        for word in self.words:
+            if not isinstance(word, str):
+                ids.append(int(word))
+                continue
+            if tokenizer is None:
+                raise PromptError(
+                    f"Verbaliser word {word!r} needs a tokenizer to become "
+                    "a token id. Pass `tokenizer`, or give token ids."
+                )
+            tokens = token_list(tokenizer(word))
+            if len(tokens) != 1:
+                raise PromptError(
+                    f"Verbaliser word {word!r} is {len(tokens)} tokens "
+                    f"{tokens} for this tokenizer; each word must be one "
+                    "token (a leading space often makes it one)."
+                )
+            ids.append(tokens[0])
+        if len(set(ids)) != len(ids):
+            raise PromptError(
+                f"Verbaliser words {list(self.words)} share a token: {ids}."
+            )
+        return ids
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskPrompt:
+    """How a classification task is put to a causal LM.
+
+    Attributes:
+        template: `PromptTemplate` whose slots are the task's text features.
+        verbalizer: `Verbalizer`, one word per class in label order; `None`
+            for a generation task, whose answers follow the prompt.
+    """
+
+    template: PromptTemplate
+    verbalizer: Verbalizer = None
+
+
+# The prompts of MeZO (Malladi et al., 2023), which the BEFT paper follows
+# for OPT; slots are named after the tasks' features (`beft_keras.data`).
+SST2_TEMPLATE = PromptTemplate("{sentence} It was")
+SST2_VERBALIZER = Verbalizer((" terrible", " great"))
+SQUAD_TEMPLATE = PromptTemplate(
+    "Title: {title}\nContext: {context}\nQuestion: {question}\nAnswer:"
+)
+TASK_PROMPTS = {
+    "sst2": TaskPrompt(SST2_TEMPLATE, SST2_VERBALIZER),
+    # GLUE's RTE: label 0 is entailment.
+    "rte": TaskPrompt(
+        PromptTemplate(
+            '{sentence1}\nDoes this mean that "{sentence2}" is true? '
+            "Yes or No?\n"
+        ),
+        Verbalizer(("Yes", "No")),
+    ),
+    # Labels: entailment, contradiction, neutral.
+    "cb": TaskPrompt(
+        PromptTemplate(
+            'Suppose {premise} Can we infer that "{hypothesis}"? '
+            "Yes, No, or Maybe?\n"
+        ),
+        Verbalizer(("Yes", "No", "Maybe")),
+    ),
+    "boolq": TaskPrompt(
+        PromptTemplate("{passage} {question}?"), Verbalizer((" No", " Yes"))
+    ),
+    "squad": TaskPrompt(SQUAD_TEMPLATE),
+}

@@ -1,0 +1,188 @@
+"""The pipeline's steps, and regression tests for bugs a review found."""
+
+import json
+
+import keras
+import keras_hub
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import beft_keras
+from beft_keras import cli
+from beft_keras import gradients
+from beft_keras import pipeline
+from tests.conftest import snapshot
+from tests.conftest import write_sst2_task
+
+
+def _tiny_args(data_dir, model):
+    return [
+        "--task", "sst2", "--data-dir", str(data_dir), "--model", model,
+        "--batch-size", "8", "--sequence-length", "12",
+    ]
+
+
+def _predict_accuracy(data_dir, tuned, model, tmp_path, capsys):
+    capsys.readouterr()
+    assert cli.main(
+        ["predict", "--task", "sst2",
+         "--input", str(data_dir / "sst2" / "dev.tsv"), "--delta", str(tuned),
+         "--model", model, "--sequence-length", "12",
+         "--output", str(tmp_path / "predictions.tsv")]
+    ) == 0
+    printed = capsys.readouterr().out
+    return float(printed.split("accuracy: ")[1].split()[0])
+
+
+def test_full_fine_tune_writes_weights_that_predict_loads(
+    classifier_preset, tmp_path, capsys
+):
+    """Bug 1: `--terms full` wrote a biases-only delta whose fingerprint
+    held the tuned kernels, which `predict` then refused."""
+    data_dir = write_sst2_task(tmp_path / "glue")
+    output = tmp_path / "full"
+    assert cli.main(
+        ["tune", *_tiny_args(data_dir, classifier_preset), "--terms", "full",
+         "--epochs", "2", "--learning-rate", "1e-3", "--output", str(output)]
+    ) == 0
+    tuned = output / "seed_0" / "model.weights.h5"
+    assert tuned.exists() and not (output / "seed_0" / "delta.safetensors").exists()
+    results = json.loads((output / "results.json").read_text())
+    accuracy = _predict_accuracy(
+        data_dir, tuned, classifier_preset, tmp_path, capsys
+    )
+    assert accuracy == pytest.approx(
+        results["metrics"]["accuracy"]["mean"], abs=1e-4
+    )
+
+
+def test_recompile_keeps_the_causal_lm_sampler(causal_lm_preset):
+    """Bug 2: the implicit recompilation rebuilt a causal LM with keras-hub's
+    default top-k sampler instead of the one it was compiled with."""
+    causal_lm = keras_hub.models.CausalLM.from_preset(causal_lm_preset)
+    causal_lm.compile(sampler="greedy")
+    beft_keras.BiasOnlyTrainable("value").apply(causal_lm)
+    assert isinstance(causal_lm.sampler, keras_hub.samplers.GreedySampler)
+    sampler = keras_hub.samplers.TopPSampler(p=0.5)
+    causal_lm.compile(sampler=sampler)
+    beft_keras.BiasOnlyTrainable("all").apply(causal_lm)
+    assert causal_lm.sampler is sampler
+
+
+def test_unconnected_variable_has_zero_gradient():
+    """Bug 3: TensorFlow returned None (and crashed) for a trainable
+    variable the loss does not depend on; every backend gives zeros."""
+    inputs = keras.Input((3,))
+    outputs = keras.layers.Dense(2, name="used")(inputs)
+    model = keras.Model(inputs, outputs)
+    unused = keras.layers.Dense(4, name="unused")
+    unused.build((None, 5))
+    model.unused = unused
+    model.compile(loss="mse")
+    x = np.ones((2, 3), "float32")
+    y = np.zeros((2, 2), "float32")
+    grads = gradients.loss_gradient_function(model)(x, y)
+    paths = [v.path for v in model.trainable_variables]
+    by_path = dict(zip(paths, grads))
+    assert np.array_equal(by_path["unused/kernel"], np.zeros((5, 4)))
+    assert np.array_equal(by_path["unused/bias"], np.zeros(4))
+    # d/db mean((x W + b)^2) = 2 (x W + b) / 2 per output, averaged over
+    # the batch: with W, b read from the model.
+    kernel = keras.ops.convert_to_numpy(model.get_layer("used").kernel)
+    bias = keras.ops.convert_to_numpy(model.get_layer("used").bias)
+    expected = (2 * (x @ kernel + bias) / 2).mean(axis=0)
+    np.testing.assert_allclose(by_path["used/bias"], expected, rtol=1e-6)
+
+
+class _Echo(keras.Model):
+    """Logits that are the inputs: a perfect classifier of one-hot rows."""
+
+    def call(self, x):
+        return x
+
+
+def test_evaluate_reads_a_shuffled_dataset_once():
+    """Bug 4: labels and predictions came from two passes over the dataset,
+    which a reshuffling dataset yields in different orders."""
+    labels = np.arange(64) % 2
+    x = np.eye(2, dtype="float32")[labels] * 10
+    dataset = (
+        tf.data.Dataset.from_tensor_slices((x, labels.astype("int32")))
+        .shuffle(64, seed=0, reshuffle_each_iteration=True)
+        .batch(8)
+    )
+    model = _Echo()
+    model.compile(loss="sparse_categorical_crossentropy")
+    spec = beft_keras.get_task("sst2")
+    assert pipeline.evaluate(model, spec, dataset) == {"accuracy": 1.0}
+
+
+def test_bias_free_causal_lm_gets_value_biases(llama_preset, tmp_path, capsys):
+    """Bug 5: the commands failed on bias-free decoders; they now add a
+    zero-initialised b_v (the paper's recipe) and train only it."""
+    data_dir = write_sst2_task(tmp_path / "glue")
+    output = tmp_path / "run"
+    assert cli.main(
+        ["tune", *_tiny_args(data_dir, llama_preset), "--terms", "value",
+         "--epochs", "2", "--output", str(output)]
+    ) == 0
+    results = json.loads((output / "results.json").read_text())
+    # Two layers of a value projection of 2 heads x 4 dimensions; the LM
+    # head (the embedding) stays frozen.
+    assert results["trainable_params"] == 2 * 2 * 4
+    accuracy = _predict_accuracy(
+        data_dir, output / "seed_0" / "delta.safetensors", llama_preset,
+        tmp_path, capsys,
+    )
+    assert accuracy == results["metrics"]["accuracy"]["mean"]
+
+
+def _probe_biases(run, data):
+    beft_keras.BiasOnlyTrainable("all").apply(run.classifier)
+    beft_keras.models.compile_model(run.classifier, run.spec, 1e-2)
+    probe = beft_keras.BeftProbe(data=data, max_batches=2, verbose=0)
+    run.classifier.fit(
+        run.train_batches, epochs=2, callbacks=[probe], shuffle=False,
+        verbose=0,
+    )
+    return snapshot(run.classifier)
+
+
+def test_probe_data_does_not_change_the_fit(classifier_preset, tmp_path):
+    """Bug 6: measuring Fisher on the training batches consumed an epoch of
+    their shuffle, so the probe fit saw other batches than without it."""
+    data_dir = write_sst2_task(tmp_path / "glue")
+    args = dict(data_dir=str(data_dir), model=classifier_preset,
+                batch_size=8, sequence_length=12)
+    without = _probe_biases(pipeline.prepare("sst2", **args), None)
+    run = pipeline.prepare("sst2", **args)
+    with_data = _probe_biases(run, run.probe_batches)
+    assert without.keys() == with_data.keys()
+    for path in without:
+        np.testing.assert_array_equal(without[path], with_data[path])
+
+
+def test_probe_measures_at_most_32_batches_by_default(bert_preset):
+    from tests.conftest import bert_inputs
+
+    features, labels = bert_inputs(8)
+    backbone = keras_hub.models.BertBackbone.from_preset(bert_preset)
+    classifier = keras_hub.models.BertTextClassifier(
+        backbone, num_classes=2, preprocessor=None
+    )
+    drawn = []
+
+    def batches():
+        for i in range(40):
+            drawn.append(i)
+            yield features, labels
+
+    beft_keras.BiasOnlyTrainable("all").apply(classifier)
+    classifier.compile(
+        optimizer="adam",
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    probe = beft_keras.BeftProbe(data=batches(), verbose=0)
+    classifier.fit(features, labels, epochs=1, callbacks=[probe], verbose=0)
+    assert len(drawn) == 32
