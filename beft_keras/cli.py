@@ -33,24 +33,32 @@ _DESCRIPTIONS = {
 }
 
 
-def _positive_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1: {value}")
-    return value
+def _integer(low, high=None):
+    """An argparse type: an integer in [low, high)."""
+
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"not an integer: {text!r}"
+            ) from None
+        if high is None and value < low:
+            raise argparse.ArgumentTypeError(
+                f"must be at least {low}: {value}"
+            )
+        if high is not None and not low <= value < high:
+            raise argparse.ArgumentTypeError(
+                f"must be in [{low}, {high_text}): {value}"
+            )
+        return value
+
+    high_text = "2**32" if high == 2**32 else high
+    return parse
 
 
-def _seed(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if not 0 <= value < 2**32:
-        raise argparse.ArgumentTypeError(f"must be in [0, 2**32): {value}")
-    return value
+_positive_int = _integer(1)
+_seed = _integer(0, 2**32)
 
 
 def _learning_rate(text):
@@ -129,6 +137,7 @@ def _parser():
     )
     predict.add_argument("--batch-size", type=_positive_int, default=64)
     predict.add_argument("--sequence-length", type=_positive_int, default=128)
+    _add_head_arguments(predict)
     predict.add_argument(
         "--allow-base-mismatch", action="store_true",
         help="load a delta made for another base model",
@@ -143,6 +152,21 @@ def _parser():
         "(default: predictions.tsv)",
     )
     return parser
+
+
+def _add_head_arguments(command):
+    command.add_argument(
+        "--pooling", choices=["cls", "mean"],
+        help="an encoder's head: cls (the preset's classifier) or mean "
+        "(mean-pooled embedding) (default: the preset's own pooling, mean "
+        "for a sentence-transformer such as all-MiniLM-L6-v2)",
+    )
+    command.add_argument(
+        "--pair-encoding", choices=["cross", "siamese"],
+        help="a sentence pair read together (cross) or each sentence on "
+        "its own (siamese) (default: siamese for STS-B on a "
+        "sentence-transformer, cross otherwise)",
+    )
 
 
 def _add_common_arguments(command):
@@ -183,6 +207,7 @@ def _add_common_arguments(command):
     command.add_argument(
         "--output", default="runs/beft", help="output folder (default: runs/beft)"
     )
+    _add_head_arguments(command)
     command.add_argument(
         "--overwrite", action="store_true",
         help="replace another run's results in --output (default: refuse)",
@@ -274,29 +299,26 @@ def _run_seed(args, seed, folder):
     from beft_keras import pipeline
     from beft_keras import tuning
 
-    if args.command == "run":
-        return pipeline.run(
-            args.task,
-            data_dir=args.data_dir,
-            model=args.model,
-            regime=args.regime,
-            seed=seed,
-            epochs=args.epochs,
-            probe_epochs=args.probe_epochs,
-            learning_rate=args.learning_rate,
-            batch_size=args.batch_size,
-            sequence_length=args.sequence_length,
-            output=folder,
-        )
-    task_run = pipeline.prepare(
-        args.task,
+    loading = dict(
         data_dir=args.data_dir,
         model=args.model,
         regime=args.regime,
         seed=seed,
         batch_size=args.batch_size,
         sequence_length=args.sequence_length,
+        pooling=args.pooling,
+        pair_encoding=args.pair_encoding,
     )
+    if args.command == "run":
+        return pipeline.run(
+            args.task,
+            **loading,
+            epochs=args.epochs,
+            probe_epochs=args.probe_epochs,
+            learning_rate=args.learning_rate,
+            output=folder,
+        )
+    task_run = pipeline.prepare(args.task, **loading)
     if args.command == "probe":
         beft_probe = pipeline.probe(
             task_run, args.probe_epochs, args.learning_rate
@@ -330,6 +352,8 @@ def _predict(args):
         sequence_length=args.sequence_length,
         allow_base_mismatch=args.allow_base_mismatch,
         allow_task_mismatch=args.allow_task_mismatch,
+        pooling=args.pooling,
+        pair_encoding=args.pair_encoding,
     )
     buffer = io.StringIO()
     writer = csv.writer(

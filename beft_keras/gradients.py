@@ -56,14 +56,32 @@ def _loss(model, x, y, sample_weight):
 def _tensorflow_gradients(model, x, y, sample_weight):
     import tensorflow as tf
 
-    with tf.GradientTape() as tape:
-        loss = _loss(model, x, y, sample_weight)
+    variables = model.trainable_variables
+    if not tf.distribute.has_strategy():
+        with tf.GradientTape() as tape:
+            loss = _loss(model, x, y, sample_weight)
+        # The TensorFlow variables themselves: an unconnected gradient
+        # becomes zeros of their shape.
+        sources = [v.value for v in variables]
+    else:
+        # Inside a `tf.distribute` strategy's scope (MirroredStrategy) the
+        # variables are mirrored, and a tape cannot differentiate with
+        # respect to them outside a replica context. It watches their
+        # values instead, substituted through Keras' `StatelessScope`: the
+        # gradient of the whole batch, as on one device.
+        sources = [tf.convert_to_tensor(v.value) for v in variables]
+        with tf.GradientTape() as tape:
+            tape.watch(sources)
+            with keras.StatelessScope(list(zip(variables, sources))):
+                loss = _loss(model, x, y, sample_weight)
     grads = tape.gradient(
-        loss,
-        model.trainable_variables,
-        unconnected_gradients=tf.UnconnectedGradients.ZERO,
+        loss, sources, unconnected_gradients=tf.UnconnectedGradients.ZERO
     )
-    return [g.numpy() for g in grads]
+    # Under a strategy's scope Keras divides every loss by the number of
+    # replicas in sync (for its replicas' gradients to be summed); this is
+    # the whole batch's gradient, so that is undone (1 without a strategy).
+    replicas = tf.distribute.get_strategy().num_replicas_in_sync
+    return [g.numpy() * replicas for g in grads]
 
 
 def _torch_gradients(model, x, y, sample_weight):

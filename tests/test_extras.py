@@ -10,12 +10,17 @@ import keras
 
 from tests.conftest import write_sst2_task
 
-# Python refuses to import a module whose entry in `sys.modules` is None,
-# as if the package were not installed.
+# A finder first in line that refuses the other backends' packages, as if
+# they were not installed.
 _WITHOUT = """
 import sys
-for name in {blocked!r}:
-    sys.modules[name] = None
+
+class NotInstalled:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in {blocked!r}:
+            raise ModuleNotFoundError(f"No module named {{name!r}}")
+
+sys.meta_path.insert(0, NotInstalled())
 from beft_keras import cli
 sys.exit(cli.main({argv!r}))
 """

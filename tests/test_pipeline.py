@@ -95,7 +95,7 @@ def test_unconnected_variable_has_zero_gradient():
     np.testing.assert_allclose(by_path["used/bias"], expected, rtol=1e-6)
 
 
-class _Echo(keras.Model):
+class EchoModel(keras.Model):
     """Logits that are the inputs: a perfect classifier of one-hot rows."""
 
     def call(self, x):
@@ -112,7 +112,7 @@ def test_evaluate_reads_a_shuffled_dataset_once():
         .shuffle(64, seed=0, reshuffle_each_iteration=True)
         .batch(8)
     )
-    model = _Echo()
+    model = EchoModel()
     model.compile(loss="sparse_categorical_crossentropy")
     spec = beft_keras.get_task("sst2")
     assert pipeline.evaluate(model, spec, dataset) == {"accuracy": 1.0}
@@ -186,3 +186,75 @@ def test_probe_measures_at_most_32_batches_by_default(bert_preset):
     probe = beft_keras.BeftProbe(data=batches(), verbose=0)
     classifier.fit(features, labels, epochs=1, callbacks=[probe], verbose=0)
     assert len(drawn) == 32
+
+
+def test_preset_pooling_reads_a_sentence_transformers_folder(tmp_path):
+    assert beft_keras.preset_pooling(str(tmp_path)) == "cls"
+    (tmp_path / "1_Pooling").mkdir()
+    config = tmp_path / "1_Pooling" / "config.json"
+    config.write_text(json.dumps(
+        {"pooling_mode_cls_token": False, "pooling_mode_mean_tokens": True}
+    ))
+    assert beft_keras.preset_pooling(str(tmp_path)) == "mean"
+    config.write_text("{not json")
+    with pytest.raises(ValueError, match="Cannot read the pooling config"):
+        beft_keras.preset_pooling(str(tmp_path))
+
+
+def test_the_default_model_pools_by_mean():
+    from tests.conftest import minilm_preset_dir
+
+    assert beft_keras.preset_pooling(minilm_preset_dir()) == "mean"
+
+
+def test_mean_pooling_head(classifier_preset, tmp_path, capsys):
+    """`--pooling mean`: a dense head on keras-hub's mean-pooled embedding;
+    only the value biases and that head train, and `predict` with the same
+    pooling gives the run's accuracy."""
+    data_dir = write_sst2_task(tmp_path / "glue")
+    output = tmp_path / "mean"
+    args = [*_tiny_args(data_dir, classifier_preset), "--pooling", "mean"]
+    assert cli.main(
+        ["tune", *args, "--epochs", "2", "--learning-rate", "1e-2",
+         "--output", str(output)]
+    ) == 0
+    results = json.loads((output / "results.json").read_text())
+    run = results["runs"][0]
+    assert run["head"] == "mean"
+    # Two layers of 8 value biases, and a dense head of 8 x 2 + 2.
+    assert results["trainable_params"] == 2 * 8 + 18
+    capsys.readouterr()
+    assert cli.main(
+        ["predict", "--task", "sst2", "--pooling", "mean",
+         "--input", str(data_dir / "sst2" / "dev.tsv"),
+         "--delta", str(output / "seed_0" / "delta.safetensors"),
+         "--model", classifier_preset, "--sequence-length", "12",
+         "--output", str(tmp_path / "predictions.tsv")]
+    ) == 0
+    printed = capsys.readouterr().out
+    accuracy = float(printed.split("accuracy: ")[1].split()[0])
+    assert accuracy == pytest.approx(
+        results["metrics"]["accuracy"]["mean"], abs=1e-4
+    )
+
+
+def test_pooled_classifier_matches_the_embedder(bert_preset):
+    """The head reads keras-hub's own mean pooling: its logits are the
+    dense layer applied to the embedder's output."""
+    embedder = keras_hub.models.BertTextEmbedder(
+        keras_hub.models.BertBackbone.from_preset(bert_preset),
+        pooling_mode="mean", normalize=False,
+    )
+    classifier = beft_keras.PooledClassifier(embedder, num_classes=3)
+    from tests.conftest import bert_inputs
+
+    features, _ = bert_inputs(4)
+    pooled = keras.ops.convert_to_numpy(embedder(features))
+    dense = classifier.get_layer("logits")
+    kernel = keras.ops.convert_to_numpy(dense.kernel)
+    bias = keras.ops.convert_to_numpy(dense.bias)
+    logits = keras.ops.convert_to_numpy(classifier(features, training=False))
+    np.testing.assert_allclose(logits, pooled @ kernel + bias, rtol=1e-5, atol=1e-6)
+    assert [v.path for v in beft_keras.head_variables(classifier)] == [
+        "logits/kernel", "logits/bias"
+    ]

@@ -50,6 +50,7 @@ def test_scores_match_numpy_on_recorded_biases(bert_preset):
     results = probe.results
     assert results.terms == beft_keras.TERMS[:-1]
     assert results.num_layers == NUM_LAYERS
+    expected = {"beft": {}, "magnitude": {}}
     for bias in beft_keras.bias_terms(model):
         if bias.term == "other":
             continue
@@ -64,14 +65,19 @@ def test_scores_match_numpy_on_recorded_biases(bert_preset):
         assert results.layer_scores["magnitude"][row, bias.layer_index] == (
             pytest.approx(expected_magnitude, rel=1e-12, abs=1e-15)
         )
-    averages = results.averages
-    for method in ("beft", "magnitude", "fisher"):
-        table = results.layer_scores[method]
-        for row, term in enumerate(results.terms):
-            assert averages[method][term] == pytest.approx(table[row].mean())
-    assert probe.selected == max(
-        ["query", "key", "value"], key=lambda t: averages["beft"][t]
-    )
+        expected["beft"].setdefault(bias.term, []).append(expected_beft)
+        expected["magnitude"].setdefault(bias.term, []).append(
+            expected_magnitude
+        )
+    # Averages over layers and the selection, from the numpy values alone.
+    for method, by_term in expected.items():
+        for term, values in by_term.items():
+            assert len(values) == NUM_LAYERS
+            assert results.averages[method][term] == pytest.approx(
+                np.mean(values), rel=1e-12
+            )
+    best = max(["query", "key", "value"], key=lambda t: np.mean(expected["beft"][t]))
+    assert probe.selected == best
 
 
 def test_key_bias_is_measured_inert(bert_preset):
@@ -288,3 +294,36 @@ def test_errors(bert_preset):
     probe = beft_keras.BeftProbe()
     with pytest.raises(ValueError, match="needs a finished probe"):
         probe.apply_selection()
+
+
+def test_json_and_csv_hold_the_scores(tmp_path):
+    """The files a probe writes, read back: every per-layer score and
+    average, exactly, from hand-made tables."""
+    tables = {
+        "beft": np.array([[0.1, 0.3], [0.0, 0.02], [0.5, 0.7]]),
+        "magnitude": np.array([[0.2, 0.2], [0.01, 0.03], [0.4, np.nan]]),
+    }
+    results = beft_keras.BeftResults(
+        terms=("query", "key", "value"),
+        num_layers=2,
+        layer_scores=tables,
+        candidates=("query", "key", "value"),
+        gradient_rms=None,
+    )
+    results.to_json(tmp_path / "scores.json")
+    results.to_csv(tmp_path / "scores.csv")
+    written = json.loads((tmp_path / "scores.json").read_text())
+    assert written["layer_scores"]["magnitude"][2] == [0.4, None]
+    assert written["averages"]["beft"] == {
+        "query": pytest.approx(0.2), "key": pytest.approx(0.01),
+        "value": pytest.approx(0.6),
+    }
+    # NaN (a layer without the bias) is left out of the average.
+    assert written["averages"]["magnitude"]["value"] == pytest.approx(0.4)
+    assert written["selected"] == {"beft": "value", "magnitude": "value"}
+    assert written["rankings"]["beft"] == ["value", "query", "key"]
+    rows = (tmp_path / "scores.csv").read_text().splitlines()
+    assert rows[0] == "method,term,symbol,layer_0,layer_1,average"
+    assert rows[1] == "beft,query,b_q,0.1,0.3,0.2"
+    assert rows[6] == "magnitude,value,b_v,0.4,,0.4"
+    assert len(rows) == 7

@@ -155,7 +155,14 @@ def batch_arrays(
             f"`features` has no '{PADDING_MASK}' to measure lengths by. "
             f"Received features: {sorted(features)}."
         )
-    example_buckets = np.searchsorted(lengths, features[PADDING_MASK].sum(1))
+    # Every text of an example fits its bucket: a siamese pair has a mask
+    # per sentence (`padding_mask`, `padding_mask_2`).
+    example_lengths = np.max(
+        [x.sum(1) for name, x in features.items()
+         if name.startswith(PADDING_MASK)],
+        axis=0,
+    )
+    example_buckets = np.searchsorted(lengths, example_lengths)
     targets = (labels,) if sample_weight is None else (labels, sample_weight)
     epochs = itertools.count()
 

@@ -1,0 +1,259 @@
+"""Task heads for encoders: the preset's own classifier (its `[CLS]`
+pooler), or a head on the pooled embedding keras-hub's `TextEmbedder`
+computes, the way a sentence-transformer was trained."""
+
+import json
+import os
+
+import keras
+import keras_hub
+
+CLS = "cls"
+MEAN = "mean"
+POOLINGS = (CLS, MEAN)
+# How a sentence pair is read: together (a cross-encoder), or each
+# sentence on its own by the same embedder (siamese, as sentence-transformers
+# trains and scores STS-B).
+CROSS = "cross"
+SIAMESE = "siamese"
+PAIR_ENCODINGS = (CROSS, SIAMESE)
+# The suffix of the second sentence's features in a siamese pair.
+SECOND = "_2"
+# STS-B's scores run from 0 to 5: the siamese cosine is scaled to them.
+_SIMILARITY_SCALE = 5.0
+# sentence-transformers' pooling flags -> keras-hub's `pooling_mode`.
+_SENTENCE_TRANSFORMERS_POOLING = {
+    "pooling_mode_mean_tokens": MEAN,
+    "pooling_mode_cls_token": CLS,
+}
+
+
+def is_sentence_transformer(model):
+    """Whether a preset folder is a sentence-transformers model (it has a
+    pooling config): an embedding model."""
+    return os.path.isfile(os.path.join(model, "1_Pooling", "config.json"))
+
+
+def default_pair_encoding(model, spec):
+    """Siamese for a similarity score (STS-B) on an embedding model, which
+    was trained to embed each sentence alone and compare by cosine; a
+    cross-encoder otherwise."""
+    if spec.is_regression and len(spec.features) == 2 and (
+        is_sentence_transformer(model)
+    ):
+        return SIAMESE
+    return CROSS
+
+
+def preset_pooling(model):
+    """The pooling a preset was trained with: a sentence-transformers
+    folder's `1_Pooling/config.json` says (mean for all-MiniLM-L6-v2);
+    any other preset has its own classifier, `"cls"`.
+
+    Args:
+        model: str. A keras-hub preset name or a local preset folder.
+
+    Returns:
+        `"mean"` or `"cls"`.
+    """
+    path = os.path.join(model, "1_Pooling", "config.json")
+    if not is_sentence_transformer(model):
+        return CLS
+    try:
+        with open(path, encoding="utf-8") as file:
+            config = json.load(file)
+    except (OSError, ValueError) as error:
+        raise ValueError(f"Cannot read the pooling config '{path}': {error}")
+    for flag, pooling in _SENTENCE_TRANSFORMERS_POOLING.items():
+        if config.get(flag):
+            return pooling
+    return CLS
+
+
+@keras.saving.register_keras_serializable(package="beft_keras")
+class PooledClassifier(keras.Model):
+    """A dense head on the pooled embedding of a keras-hub `TextEmbedder`.
+
+    The embedder pools the backbone's token outputs as the preset was
+    trained to (`pooling_mode="mean"`: the padding-masked mean, as
+    sentence-transformers' all-MiniLM-L6-v2), without its L2 normalisation;
+    dropout and a `Dense` layer give one logit per class (one output for a
+    regression task). The backbone is the embedder's, so
+    `BiasOnlyTrainable` and deltas treat the dense layer as the head.
+
+    Args:
+        embedder: a keras-hub `TextEmbedder` without preprocessor, e.g.
+            `BertTextEmbedder.from_preset(..., normalize=False)`.
+        num_classes: int. Outputs of the head.
+        dropout: float. Dropout before the head. Defaults to `0.1`.
+
+    Example:
+    ```python
+    embedder = keras_hub.models.TextEmbedder.from_preset(
+        "all_minilm_l6_v2_en", pooling_mode="mean", normalize=False,
+        preprocessor=None,
+    )
+    classifier = beft_keras.PooledClassifier(embedder, num_classes=2)
+    beft_keras.BiasOnlyTrainable("value").apply(classifier)
+    ```
+    """
+
+    def __init__(self, embedder, num_classes, dropout=0.1, **kwargs):
+        inputs = embedder.input
+        pooled = embedder(inputs)
+        hidden = keras.layers.Dropout(dropout, name="head_dropout")(pooled)
+        logits = keras.layers.Dense(num_classes, name="logits")(hidden)
+        super().__init__(inputs=inputs, outputs=logits, **kwargs)
+        self.embedder = embedder
+        self.backbone = embedder.backbone
+        self.num_classes = num_classes
+        self.dropout = dropout
+
+    def get_config(self):
+        # Not the functional config: the constructor's arguments.
+        return {
+            "embedder": keras.layers.serialize(self.embedder),
+            "num_classes": self.num_classes,
+            "dropout": self.dropout,
+            "name": self.name,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["embedder"] = keras.layers.deserialize(config["embedder"])
+        return cls(**config)
+
+
+@keras.saving.register_keras_serializable(package="beft_keras")
+class SiameseClassifier(keras.Model):
+    """A sentence pair read by one embedder, each sentence on its own.
+
+    Both sentences are embedded by the same keras-hub `TextEmbedder`
+    (shared weights, so one b_v serves both). For a regression task the
+    output is the cosine similarity of the two embeddings scaled to STS-B's
+    0-5 (sentence-transformers' `CosineSimilarityLoss`, up to that scale);
+    for a classification task, a `Dense` layer on `[u, v, |u - v|]`
+    (Sentence-BERT's NLI head) gives the logits.
+
+    The inputs are the embedder's, once per sentence: the second sentence's
+    features carry the suffix `"_2"` (`token_ids_2`, `padding_mask_2`, ...),
+    as `SiamesePreprocessor` makes them.
+
+    Args:
+        embedder: a keras-hub `TextEmbedder` without preprocessor.
+        num_classes: int. 1 for the similarity score, else the classes.
+
+    Example:
+    ```python
+    embedder = keras_hub.models.TextEmbedder.from_preset(
+        "all_minilm_l6_v2_en", normalize=False, preprocessor=None
+    )
+    model = beft_keras.SiameseClassifier(embedder, num_classes=1)
+    ```
+    """
+
+    def __init__(self, embedder, num_classes, **kwargs):
+        first = embedder.input
+        second = {
+            name + SECOND: keras.Input(
+                shape=tensor.shape[1:], dtype=tensor.dtype,
+                name=name + SECOND,
+            )
+            for name, tensor in first.items()
+        }
+        u = embedder(first)
+        v = embedder({name: second[name + SECOND] for name in first})
+        if num_classes == 1:
+            u = keras.ops.normalize(u, axis=-1)
+            v = keras.ops.normalize(v, axis=-1)
+            cosine = keras.ops.sum(u * v, axis=-1, keepdims=True)
+            outputs = cosine * _SIMILARITY_SCALE
+        else:
+            features = keras.ops.concatenate(
+                [u, v, keras.ops.abs(u - v)], axis=-1
+            )
+            outputs = keras.layers.Dense(num_classes, name="logits")(features)
+        super().__init__(inputs={**first, **second}, outputs=outputs, **kwargs)
+        self.embedder = embedder
+        self.backbone = embedder.backbone
+        self.num_classes = num_classes
+
+    def get_config(self):
+        return {
+            "embedder": keras.layers.serialize(self.embedder),
+            "num_classes": self.num_classes,
+            "name": self.name,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["embedder"] = keras.layers.deserialize(config["embedder"])
+        return cls(**config)
+
+
+class SiamesePreprocessor:
+    """A keras-hub text classifier preprocessor applied to each sentence of
+    a pair on its own, for a `SiameseClassifier`: the second sentence's
+    features get the suffix `"_2"`.
+
+    Args:
+        preprocessor: a keras-hub `TextClassifierPreprocessor`.
+    """
+
+    def __init__(self, preprocessor):
+        self.preprocessor = preprocessor
+
+    @property
+    def sequence_length(self):
+        return self.preprocessor.sequence_length
+
+    @sequence_length.setter
+    def sequence_length(self, value):
+        self.preprocessor.sequence_length = value
+
+    def __call__(self, x):
+        first, second = x
+        features = dict(self.preprocessor(x=first))
+        for name, value in self.preprocessor(x=second).items():
+            features[name + SECOND] = value
+        return features
+
+
+def load_encoder_classifier(model, num_classes, pooling, pair_encoding=CROSS):
+    """An encoder preset's model for a classification or regression task.
+
+    Args:
+        model: str. A keras-hub preset name or folder.
+        num_classes: int.
+        pooling: str. `"cls"` for the preset's own `TextClassifier`;
+            `"mean"` for a `PooledClassifier` on its `TextEmbedder`.
+        pair_encoding: str. `"cross"` reads a pair together; `"siamese"`
+            embeds each sentence on its own (`SiameseClassifier`).
+
+    Returns:
+        The model, without preprocessor.
+    """
+    if pooling not in POOLINGS:
+        raise ValueError(
+            f"Unknown pooling {pooling!r}: one of {list(POOLINGS)}."
+        )
+    if pair_encoding not in PAIR_ENCODINGS:
+        raise ValueError(
+            f"Unknown pair encoding {pair_encoding!r}: one of "
+            f"{list(PAIR_ENCODINGS)}."
+        )
+    if pair_encoding == SIAMESE:
+        embedder = keras_hub.models.TextEmbedder.from_preset(
+            model, pooling_mode=pooling, normalize=False, preprocessor=None
+        )
+        return SiameseClassifier(embedder, num_classes)
+    if pooling == CLS:
+        return keras_hub.models.TextClassifier.from_preset(
+            model, num_classes=num_classes, preprocessor=None
+        )
+    embedder = keras_hub.models.TextEmbedder.from_preset(
+        model, pooling_mode=pooling, normalize=False, preprocessor=None
+    )
+    return PooledClassifier(embedder, num_classes)

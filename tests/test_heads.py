@@ -1,0 +1,124 @@
+"""Siamese heads: a sentence pair read by one embedder, one sentence at a
+time."""
+
+import json
+import os
+
+import keras
+import keras_hub
+import numpy as np
+import pytest
+
+import beft_keras
+from beft_keras import cli
+from tests.conftest import WORDS
+from tests.conftest import bert_inputs
+
+
+def _embedder(bert_preset):
+    return keras_hub.models.BertTextEmbedder(
+        keras_hub.models.BertBackbone.from_preset(bert_preset),
+        pooling_mode="mean", normalize=False,
+    )
+
+
+def _pair(seed):
+    first, _ = bert_inputs(4, seed=seed)
+    second, _ = bert_inputs(4, seed=seed + 1)
+    return first, second, {**first, **{k + "_2": v for k, v in second.items()}}
+
+
+def test_similarity_is_the_scaled_cosine(bert_preset):
+    embedder = _embedder(bert_preset)
+    model = beft_keras.SiameseClassifier(embedder, num_classes=1)
+    first, second, inputs = _pair(0)
+    u = keras.ops.convert_to_numpy(embedder(first)).astype("float64")
+    v = keras.ops.convert_to_numpy(embedder(second)).astype("float64")
+    cosine = (u * v).sum(1) / np.linalg.norm(u, axis=1) / np.linalg.norm(v, axis=1)
+    output = keras.ops.convert_to_numpy(model(inputs, training=False))
+    np.testing.assert_allclose(output[:, 0], 5.0 * cosine, rtol=1e-5)
+    # No head: the embedder's biases are all that can train.
+    assert beft_keras.head_variables(model) == []
+
+
+def test_classification_reads_u_v_and_their_difference(bert_preset):
+    embedder = _embedder(bert_preset)
+    model = beft_keras.SiameseClassifier(embedder, num_classes=3)
+    first, second, inputs = _pair(2)
+    u = keras.ops.convert_to_numpy(embedder(first))
+    v = keras.ops.convert_to_numpy(embedder(second))
+    dense = model.get_layer("logits")
+    kernel = keras.ops.convert_to_numpy(dense.kernel)
+    bias = keras.ops.convert_to_numpy(dense.bias)
+    expected = np.concatenate([u, v, np.abs(u - v)], axis=1) @ kernel + bias
+    output = keras.ops.convert_to_numpy(model(inputs, training=False))
+    np.testing.assert_allclose(output, expected, rtol=1e-5, atol=1e-6)
+    assert kernel.shape == (3 * 8, 3)
+
+
+def _write_stsb(folder):
+    rng = np.random.default_rng(0)
+    os.makedirs(folder / "stsb")
+    for split in ("train", "dev"):
+        lines = ["sentence1\tsentence2\tlabel"]
+        for _ in range(24):
+            a, b = rng.choice(WORDS, 3), rng.choice(WORDS, 3)
+            score = 5.0 * len(set(a) & set(b)) / 3
+            lines.append(f"{' '.join(a)}\t{' '.join(b)}\t{score:.2f}")
+        (folder / "stsb" / f"{split}.tsv").write_text("\n".join(lines) + "\n")
+    return folder
+
+
+def test_siamese_sts_b_from_the_command(classifier_preset, tmp_path, capsys):
+    data_dir = _write_stsb(tmp_path / "glue")
+    output = tmp_path / "out"
+    args = ["--task", "stsb", "--model", classifier_preset,
+            "--sequence-length", "12", "--pair-encoding", "siamese",
+            "--pooling", "mean"]
+    assert cli.main(
+        ["tune", *args, "--data-dir", str(data_dir), "--epochs", "2",
+         "--batch-size", "8",
+         "--learning-rate", "1e-2", "--output", str(output)]
+    ) == 0
+    results = json.loads((output / "results.json").read_text())
+    assert results["runs"][0]["head"] == "siamese mean"
+    # The value biases of two layers; a cosine has no head to train.
+    assert results["trainable_params"] == 2 * 8
+    capsys.readouterr()
+    assert cli.main(
+        ["predict", *args, "--input", str(data_dir / "stsb" / "dev.tsv"),
+         "--delta", str(output / "seed_0" / "delta.safetensors"),
+         "--output", str(tmp_path / "predictions.tsv")]
+    ) == 0
+    printed = capsys.readouterr().out
+    pearson = float(printed.split("pearson: ")[1].split()[0])
+    assert pearson == pytest.approx(
+        results["metrics"]["pearson"]["mean"], abs=1e-4
+    )
+
+
+def test_siamese_needs_a_pair(classifier_preset, tmp_path, capsys):
+    from tests.conftest import write_sst2_task
+
+    data_dir = write_sst2_task(tmp_path / "glue")
+    code = cli.main(
+        ["tune", "--task", "sst2", "--data-dir", str(data_dir),
+         "--model", classifier_preset, "--pair-encoding", "siamese",
+         "--output", str(tmp_path / "out")]
+    )
+    assert code == 2
+    assert "A siamese head reads sentence pairs; task 'sst2' has one text" \
+        in capsys.readouterr().err
+
+
+def test_default_pair_encoding(tmp_path):
+    stsb, rte = beft_keras.get_task("stsb"), beft_keras.get_task("rte")
+    from beft_keras import heads
+
+    assert heads.default_pair_encoding(str(tmp_path), stsb) == "cross"
+    (tmp_path / "1_Pooling").mkdir()
+    (tmp_path / "1_Pooling" / "config.json").write_text(
+        '{"pooling_mode_mean_tokens": true}'
+    )
+    assert heads.default_pair_encoding(str(tmp_path), stsb) == "siamese"
+    assert heads.default_pair_encoding(str(tmp_path), rte) == "cross"
