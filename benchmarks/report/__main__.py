@@ -1,0 +1,7 @@
+"""`python -m benchmarks.report`: write docs/benchmarks.md."""
+
+import sys
+
+from benchmarks.report import main
+
+sys.exit(main())
