@@ -221,10 +221,19 @@ def head_variables(model):
 
 def walk_layers(layer):
     """All layers under `layer` (itself first), depth first, in the order
-    the model holds them."""
-    layers = [layer]
-    for child in compat.sub_layers(layer):
-        layers.extend(walk_layers(child))
+    the model holds them, each once: a model may hold a layer twice (a
+    head keeps its embedder and the embedder's backbone)."""
+    layers, seen = [], set()
+
+    def visit(current):
+        if id(current) in seen:
+            return
+        seen.add(id(current))
+        layers.append(current)
+        for child in compat.sub_layers(current):
+            visit(child)
+
+    visit(layer)
     return layers
 
 

@@ -122,3 +122,17 @@ def test_default_pair_encoding(tmp_path):
     )
     assert heads.default_pair_encoding(str(tmp_path), stsb) == "siamese"
     assert heads.default_pair_encoding(str(tmp_path), rte) == "cross"
+
+
+def test_heads_number_the_backbone_layers_once(bert_preset):
+    """The heads hold the backbone twice (as `backbone` and inside the
+    embedder): each bias is listed once, under its own layer index."""
+    embedder = _embedder(bert_preset)
+    for model in (
+        beft_keras.PooledClassifier(embedder, num_classes=2),
+        beft_keras.SiameseClassifier(embedder, num_classes=1),
+    ):
+        biases = [b for b in beft_keras.bias_terms(model) if b.term == "value"]
+        assert [b.layer_index for b in biases] == [0, 1]
+        paths = [b.path for b in beft_keras.bias_terms(model)]
+        assert len(paths) == len(set(paths))
