@@ -49,26 +49,11 @@ def main(argv=None):
     )
     args = parser.parse_args(argv)
     if not args.worker:
-        forwarded = [a for a in (argv if argv is not None else sys.argv[1:])
-                     if a != "--worker"]
-        # Drop the --backends given to the parent; the worker gets its own.
-        forwarded = _without_backends(forwarded)
-        common.run_per_backend("benchmarks.accuracy", forwarded, args.backends)
+        common.run_per_backend(
+            "benchmarks.accuracy", common.worker_argv(argv), args.backends
+        )
         return 0
     return worker(args)
-
-
-def _without_backends(argv):
-    out, skipping = [], False
-    for arg in argv:
-        if arg == "--backends":
-            skipping = True
-            continue
-        if skipping and not arg.startswith("--"):
-            continue
-        skipping = False
-        out.append(arg)
-    return out
 
 
 def plan(args):

@@ -56,6 +56,23 @@ def result_path(results, name, backend=None, quick=False):
     return os.path.join(results, "_".join(parts) + ".json")
 
 
+def worker_argv(argv):
+    """The parent's own arguments, for its workers: as given, without
+    `--backends` (each worker gets its one backend) or `--worker`."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    out, skipping = [], False
+    for arg in argv:
+        if arg == "--backends":
+            skipping = True
+            continue
+        if skipping and not arg.startswith("--"):
+            continue
+        skipping = False
+        if arg != "--worker":
+            out.append(arg)
+    return out
+
+
 def run_per_backend(module, argv, backends, timeout=None):
     """Run `python -m module argv --worker` once per backend, each in its own
     process with `KERAS_BACKEND` set; return {backend: exit code}."""

@@ -36,17 +36,9 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.worker:
         return worker(args)
-    forwarded = ["--data-dir", args.data_dir, "--results", args.results,
-                 "--task", args.task, "--seed", str(args.seed),
-                 "--probe-epochs", str(args.probe_epochs),
-                 "--tune-epochs", str(args.tune_epochs),
-                 "--repeats", str(args.repeats),
-                 "--sequence-length", str(args.sequence_length)]
-    if args.quick:
-        forwarded.append("--quick")
-    if args.model:
-        forwarded += ["--model", args.model]
-    common.run_per_backend("benchmarks.end_to_end", forwarded, args.backends)
+    common.run_per_backend(
+        "benchmarks.end_to_end", common.worker_argv(argv), args.backends
+    )
     return 0
 
 

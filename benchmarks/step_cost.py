@@ -46,7 +46,7 @@ def main(argv=None):
         if args.memory_method:
             return memory_worker(args)
         return timing_worker(args)
-    forwarded = _forward(args)
+    forwarded = common.worker_argv(argv)
     common.run_per_backend("benchmarks.step_cost", forwarded, args.backends)
     if not args.skip_memory:
         # Quick mode measures the two ends only, to stay under 3 minutes.
@@ -59,19 +59,6 @@ def main(argv=None):
                     [backend],
                 )
     return 0
-
-
-def _forward(args):
-    forwarded = ["--data-dir", args.data_dir, "--results", args.results,
-                 "--task", args.task,
-                 "--sequence-length", str(args.sequence_length)]
-    if args.quick:
-        forwarded.append("--quick")
-    if args.model:
-        forwarded += ["--model", args.model]
-    if args.rounds:
-        forwarded += ["--rounds", str(args.rounds)]
-    return forwarded
 
 
 def load_batches(task, data_dir, model, padding, num_batches, seed=0,
