@@ -9,6 +9,7 @@ import keras
 import numpy as np
 
 from beft_keras import data
+from beft_keras import heads
 from beft_keras import metrics as metrics_lib
 from beft_keras import models
 from beft_keras import outputs
@@ -131,7 +132,11 @@ def prepare(
     preprocessor, classifier = models.load_classifier(
         model, spec, sequence_length, pooling, pair_encoding
     )
-    settings = training_settings(spec, models.model_kind(classifier))
+    settings = training_settings(
+        spec,
+        models.model_kind(classifier),
+        siamese=isinstance(classifier, heads.SiameseClassifier),
+    )
     common = dict(
         spec=spec, model=model, seed=seed, regime=regime, train=train,
         dev=dev, classifier=classifier, settings=settings,

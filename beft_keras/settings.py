@@ -38,19 +38,26 @@ _ENCODER = {
     "wic": (1e-3, 16), "boolq": (1e-3, 16), "squad": (1e-3, 5),
 }
 # fmt: on
+# A siamese head (each sentence embedded alone, cosine similarity) on an
+# embedding model starts from its pretrained similarity and needs fewer,
+# faster steps. Measured on all-MiniLM-L6-v2, STS-B low, b_v, seeds 0-2:
+# 1e-3 for 15 epochs gives dev Pearson 0.851-0.853 (untuned: 0.834).
+_SIAMESE = {"stsb": (1e-3, 15)}
 # The paper's settings for OPT (MeZO's prompts): 5 epochs at 1e-3, 1e-2
 # for CB.
 _CAUSAL_LM = {"cb": (1e-2, 5)}
 _CAUSAL_LM_DEFAULT = (1e-3, 5)
 
 
-def training_settings(task, kind=ENCODER):
+def training_settings(task, kind=ENCODER, siamese=False):
     """The default `TrainingSettings` of a task for a kind of model.
 
     Args:
         task: str or `TaskSpec`, e.g. `"rte"`.
         kind: str. `"encoder"` (a text classifier) or `"causal_lm"` (a
             prompted or generating causal LM). Defaults to `"encoder"`.
+        siamese: bool. Whether an encoder reads a sentence pair with a
+            siamese head (see `beft_keras.heads`). Defaults to `False`.
 
     Returns:
         A `TrainingSettings`.
@@ -62,7 +69,9 @@ def training_settings(task, kind=ENCODER):
     ```
     """
     name = get_task(task).name
-    if kind == ENCODER:
+    if kind == ENCODER and siamese and name in _SIAMESE:
+        learning_rate, epochs = _SIAMESE[name]
+    elif kind == ENCODER:
         learning_rate, epochs = _ENCODER[name]
     elif kind == CAUSAL_LM:
         learning_rate, epochs = _CAUSAL_LM.get(name, _CAUSAL_LM_DEFAULT)

@@ -32,3 +32,13 @@ def test_unknown_kind_or_task():
         beft_keras.training_settings("rte", "rnn")
     with pytest.raises(beft_keras.DataError, match="Unknown task"):
         beft_keras.training_settings("nope")
+
+
+def test_siamese_sts_b_has_its_own_settings():
+    assert beft_keras.training_settings("stsb", siamese=True) == (
+        beft_keras.TrainingSettings(1e-3, 15)
+    )
+    # Only where one was measured; the paper's otherwise.
+    assert beft_keras.training_settings("mrpc", siamese=True) == (
+        beft_keras.training_settings("mrpc")
+    )
