@@ -73,7 +73,7 @@ OFFLINE = args.offline or os.environ.get("BEFT_OFFLINE") == "1"
 SHORT = args.short
 
 if OFFLINE:
-    from beft_keras.pipeline import default_model
+    from beft_keras.models import default_model
 
     PRESET = default_model()  # all-MiniLM-L6-v2, a Hugging Face folder
     DATA_DIR = os.path.join(
