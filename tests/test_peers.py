@@ -1,0 +1,125 @@
+"""benchmarks/peers.py without running a fine-tune: the Keras log parser,
+the run plan, the report writer on a made-up results file; and the
+library's promise never to import transformers or peft."""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+
+from benchmarks import common
+from benchmarks import peers
+
+
+def test_keras_epoch_times_reads_step_and_seconds_of_each_epoch(tmp_path):
+    log = tmp_path / "log.txt"
+    log.write_text(
+        "Epoch 1/2\n"
+        "\r\x1b[1m1/3\x1b[0m \x1b[32m━\x1b[0m 1s 900ms/step - loss: 0.7"
+        "\r\x1b[1m3/3\x1b[0m \x1b[32m━━━\x1b[0m 2s 100ms/step - loss: 0.6"
+        "\r\x1b[1m3/3\x1b[0m \x1b[32m━━━\x1b[0m 3s 110ms/step - loss: 0.6\n"
+        "Epoch 2/2\n"
+        "\r1/1 ━━ 0s 50ms/step\r1/1 ━━ 0s 52ms/step\n"
+        "beft tune: sst2\n"
+    )
+    epochs = peers.keras_epoch_times(str(log))
+    assert [e["steps"] for e in epochs] == [3, 1]
+    assert epochs[0]["seconds"] == 3.0
+    # The step time of the last batch's update, the seconds of the
+    # epoch-end update.
+    assert abs(epochs[0]["step_s"] - 0.100) < 1e-9
+    assert abs(epochs[1]["step_s"] - 0.050) < 1e-9
+    # The first epoch (tracing) is left out of the steady step time.
+    assert abs(peers.steady(epochs) - 0.050) < 1e-9
+    # A step Keras rounds to whole seconds: the epoch's seconds per step.
+    log.write_text("4/4 ━━ 0s 1s/step\r4/4 ━━ 6s 2s/step\n")
+    assert peers.keras_epoch_times(str(log)) == [
+        {"steps": 4, "seconds": 6.0, "step_s": 1.5}]
+    assert peers.steady([]) is None
+
+
+def _args(**overrides):
+    values = dict(quick=False, tasks=None, seeds=None, epochs=None,
+                  learning_rate=None, stacks=list(peers.STACKS),
+                  variants=list(peers.VARIANTS))
+    values.update(overrides)
+    return argparse.Namespace(**values)
+
+
+def test_plan_runs_matched_only_when_it_differs():
+    options = {"--pooling", "--pair-encoding"}
+    runs = peers.plan_runs(_args(tasks=["sst2"], seeds=[0], epochs=3),
+                           options)
+    variants = [(r["backend"], r["variant"]) for r in runs]
+    # The paper's SST-2 rate is the library's: `matched` would be `default`.
+    assert variants == [("torch", "peft")] + [
+        (b, v) for b in common.BACKENDS for v in ("default", "cls")]
+    assert {r["epochs"] for r in runs} == {3}
+    assert {r["learning_rate"] for r in runs} == {4e-4}
+
+    runs = peers.plan_runs(
+        _args(tasks=["rte"], seeds=[1], epochs=2, learning_rate=5e-3,
+              stacks=["jax"]),
+        set(),  # no --pooling: no cls variant
+    )
+    assert [(r["variant"], r["learning_rate"]) for r in runs] == [
+        ("default", 1e-3), ("matched", 5e-3)]
+    assert runs[0]["pair"] is True
+
+
+def _row(stack, backend, variant, wall, metric, step):
+    return {
+        "task": "sst2", "seed": 0, "epochs": 3, "learning_rate": 4e-4,
+        "stack": stack, "backend": backend, "variant": variant,
+        "train_examples": 1000, "dev_examples": 872, "status": "ok",
+        "head": "cls", "main_metric": "accuracy",
+        "main_metric_value": metric, "trainable_params": 3074,
+        "artifact_bytes": 13304 if stack == "peft" else 14040,
+        "process_wall_s": wall, "cpu_s": wall * 1.5, "peak_rss_mib": 1000.0,
+        "steady_step_s": step, "steps": 189,
+        "phases": {"train_s": wall / 2, "import_s": 5.0},
+        "load_average_before": [3.0, 3.0, 3.0],
+        "command": "beft tune ...",
+    }
+
+
+def test_report_reads_every_figure_from_the_json(tmp_path):
+    environment = {
+        "machine": {"cpu_model": "Test CPU", "nproc": 2, "usable_cpus": 2,
+                    "memory_gib": 8.0, "platform": "Linux-test"},
+        "versions": {"keras": "3", "peft": "0.21.2"},
+        "started": "2026-01-01 00:00:00 UTC", "nice": 5,
+        "argv": ["--tasks", "sst2", "--seeds", "0", "--epochs", "3"],
+        "pooling_option": True,
+    }
+    payload = {"name": "peers", "invocations": [environment], "rows": [
+        _row("peft", "torch", "peft", 100.0, 0.80, 0.5),
+        _row("beft-keras", "jax", "default", 50.0, 0.82, 0.25),
+    ]}
+    results = tmp_path / "results"
+    common.write_json(str(results / "peers.json"), payload)
+    output = tmp_path / "peers.md"
+    assert peers.main(["--report", "--results", str(results),
+                       "--output", str(output)]) == 0
+    text = output.read_text()
+    assert "Test CPU" in text and "shared" in text
+    assert "--tasks sst2 --seeds 0 --epochs 3" in text
+    # beft-keras / PEFT: wall 0.50, step 0.50, metric +0.02.
+    assert "| jax | default | 3 / 3 | 0.50 | 0.50 |" in text
+    assert "+0.0200" in text
+    assert "rte seed 0" in text  # missing rows are listed
+    assert "fewer epochs than the paper's" in text
+
+
+def test_library_never_imports_transformers_or_peft():
+    code = (
+        "import sys, beft_keras, beft_keras.cli, beft_keras.pipeline; "
+        "print([m for m in ('transformers', 'peft') if m in sys.modules])"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True,
+        cwd=common.ROOT, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
+        check=True,
+    ).stdout
+    assert json.loads(out.strip().splitlines()[-1].replace("'", '"')) == []
