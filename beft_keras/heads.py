@@ -70,8 +70,27 @@ def preset_pooling(model):
     return CLS
 
 
+class _EmbedderHead(keras.Model):
+    """A functional model around a keras-hub `TextEmbedder`, saved by its
+    constructor's arguments (`_config_names`) rather than its graph."""
+
+    _config_names = ("num_classes",)
+
+    def get_config(self):
+        config = {name: getattr(self, name) for name in self._config_names}
+        config["embedder"] = keras.layers.serialize(self.embedder)
+        config["name"] = self.name
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["embedder"] = keras.layers.deserialize(config["embedder"])
+        return cls(**config)
+
+
 @keras.saving.register_keras_serializable(package="beft_keras")
-class PooledClassifier(keras.Model):
+class PooledClassifier(_EmbedderHead):
     """A dense head on the pooled embedding of a keras-hub `TextEmbedder`.
 
     The embedder pools the backbone's token outputs as the preset was
@@ -98,6 +117,8 @@ class PooledClassifier(keras.Model):
     ```
     """
 
+    _config_names = ("num_classes", "dropout")
+
     def __init__(self, embedder, num_classes, dropout=0.1, **kwargs):
         inputs = embedder.input
         pooled = embedder(inputs)
@@ -109,24 +130,9 @@ class PooledClassifier(keras.Model):
         self.num_classes = num_classes
         self.dropout = dropout
 
-    def get_config(self):
-        # Not the functional config: the constructor's arguments.
-        return {
-            "embedder": keras.layers.serialize(self.embedder),
-            "num_classes": self.num_classes,
-            "dropout": self.dropout,
-            "name": self.name,
-        }
-
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        config["embedder"] = keras.layers.deserialize(config["embedder"])
-        return cls(**config)
-
 
 @keras.saving.register_keras_serializable(package="beft_keras")
-class SiameseClassifier(keras.Model):
+class SiameseClassifier(_EmbedderHead):
     """A sentence pair read by one embedder, each sentence on its own.
 
     Both sentences are embedded by the same keras-hub `TextEmbedder`
@@ -178,19 +184,6 @@ class SiameseClassifier(keras.Model):
         self.embedder = embedder
         self.backbone = embedder.backbone
         self.num_classes = num_classes
-
-    def get_config(self):
-        return {
-            "embedder": keras.layers.serialize(self.embedder),
-            "num_classes": self.num_classes,
-            "name": self.name,
-        }
-
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        config["embedder"] = keras.layers.deserialize(config["embedder"])
-        return cls(**config)
 
 
 class SiamesePreprocessor:

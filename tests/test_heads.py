@@ -136,3 +136,23 @@ def test_heads_number_the_backbone_layers_once(bert_preset):
         assert [b.layer_index for b in biases] == [0, 1]
         paths = [b.path for b in beft_keras.bias_terms(model)]
         assert len(paths) == len(set(paths))
+
+
+@pytest.mark.parametrize("head", ["pooled", "siamese"])
+def test_heads_round_trip_through_their_config(head, bert_preset):
+    embedder = _embedder(bert_preset)
+    if head == "pooled":
+        model = beft_keras.PooledClassifier(embedder, 3, dropout=0.2)
+        inputs, _ = bert_inputs(4)
+    else:
+        model = beft_keras.SiameseClassifier(embedder, 1)
+        _, _, inputs = _pair(4)
+    clone = type(model).from_config(model.get_config())
+    clone.set_weights(model.get_weights())
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(clone(inputs, training=False)),
+        keras.ops.convert_to_numpy(model(inputs, training=False)),
+        rtol=1e-6, atol=1e-6,
+    )
+    if head == "pooled":
+        assert clone.dropout == 0.2 and clone.num_classes == 3
