@@ -4,6 +4,7 @@ Gemma, Mistral, ...), so that BEFT has a b_v to fine-tune."""
 import keras
 
 from beft_keras import compat
+from beft_keras import distribution
 from beft_keras import terms as terms_lib
 from beft_keras import trainable as trainable_lib
 
@@ -158,7 +159,11 @@ def add_bias(layer):
         shape = _einsum_bias_shape(layer)
     else:
         shape = (layer.kernel.shape[-1],)
-    with compat.unlocked_state(layer):
+    # On a distributed model, where its kernel is: mirrored with it
+    # (TensorFlow), replicated on its device mesh (JAX).
+    with distribution.placement_scope(layer.kernel), compat.unlocked_state(
+        layer
+    ):
         bias = layer.add_weight(
             name="bias",
             shape=shape,

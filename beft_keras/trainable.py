@@ -5,6 +5,7 @@ import math
 import warnings
 
 from beft_keras import compat
+from beft_keras import distribution
 from beft_keras import terms as terms_lib
 
 ALL = "all"
@@ -267,12 +268,18 @@ def recompile(model):
         return
     config = compat.compile_arguments(model)
     optimizer = model.optimizer
-    if optimizer is not None and optimizer.built:
-        # The optimizer's state is laid out for the old trainable variables
-        # (JAX refuses a different list); start a new one, same settings.
-        optimizer = optimizer.__class__.from_config(optimizer.get_config())
-    config["optimizer"] = optimizer
-    model.compile(**config)
+    # Under the model's `tf.distribute` strategy, if any: an optimizer made
+    # outside it cannot update mirrored variables.
+    with distribution.model_scope(model):
+        if optimizer is not None and optimizer.built:
+            # The optimizer's state is laid out for the old trainable
+            # variables (JAX refuses a different list); start a new one,
+            # same settings.
+            optimizer = optimizer.__class__.from_config(
+                optimizer.get_config()
+            )
+        config["optimizer"] = optimizer
+        model.compile(**config)
 
 
 def _summarize(model, terms, layers, chosen, head):
