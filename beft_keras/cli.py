@@ -10,6 +10,7 @@ import io
 import json
 import math
 import os
+import shutil
 import sys
 
 # The backends Keras 3 can run BEFT on; checked before Keras is imported,
@@ -283,8 +284,13 @@ def _run(args):
     results = []
     for seed in args.seeds:
         folder = outputs.seed_folder(args.output, seed)
-        result = _run_seed(args, seed, folder)
-        outputs.write_result(folder, result)
+        try:
+            result = _run_seed(args, seed, folder)
+            outputs.write_result(folder, result)
+        except BaseException:
+            # Only complete seeds stay: no delta without its results.
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
         results.append(result)
         summary = pipeline.summarize(args.command, results)
         atomic_write(

@@ -98,11 +98,8 @@ def save_delta(model, path, base=None, task=None):
 
     Example:
     ```python
-    classifier = keras_hub.models.BertTextClassifier.from_preset(
-        "bert_base_en_uncased", num_classes=2
-    )
+    # A keras-hub classifier, of which only b_v and the head trained:
     beft_keras.BiasOnlyTrainable("value").apply(classifier)
-    classifier.compile(optimizer=keras.optimizers.AdamW(1e-3))
     classifier.fit(x=features, y=labels, batch_size=16)
     info = beft_keras.save_delta(
         classifier,
@@ -202,17 +199,8 @@ def load_delta(
     classifier.predict(["a gripping, beautiful film"])
     ```
     """
-    path = os.fspath(path)
-    _check_name_argument("task", task)
-    description, values = _read(path)
-    variables = _check(
-        model,
-        path,
-        description,
-        values,
-        task=task,
-        allow_task_mismatch=allow_task_mismatch,
-        allow_base_mismatch=allow_base_mismatch,
+    path, description, values, variables = _read_checked(
+        model, path, task, allow_task_mismatch, allow_base_mismatch
     )
     for variable_path, variable in variables.items():
         variable.assign(values[variable_path])
@@ -278,19 +266,9 @@ class DeltaSwitcher:
             ValueError: if `task` is not a str or `None`.
             DeltaError: as for `load_delta`.
         """
-        path = os.fspath(path)
-        _check_name_argument("task", task)
-        description, values = _read(path)
-        base_values = {p: value for p, (_, value) in self._base.items()}
-        variables = _check(
-            self.model,
-            path,
-            description,
-            values,
-            task=task,
-            allow_task_mismatch=allow_task_mismatch,
-            allow_base_mismatch=allow_base_mismatch,
-            base_values=base_values,
+        path, description, values, variables = _read_checked(
+            self.model, path, task, allow_task_mismatch, allow_base_mismatch,
+            base_values={p: value for p, (_, value) in self._base.items()},
         )
         for variable_path, (variable, value) in self._base.items():
             if variable_path not in values:
@@ -564,18 +542,24 @@ def _not_a_delta(path, reason):
     return f"'{path}' is not a valid beft-keras delta file: {reason}."
 
 
-def _check(
+def _read_checked(
     model,
     path,
-    description,
-    values,
     task=None,
     allow_task_mismatch=False,
     allow_base_mismatch=False,
     base_values=None,
 ):
-    """The model's variables for a delta, once the delta fits the task and
-    the model."""
+    """Read a delta and check it against the task and the model, before
+    anything is assigned.
+
+    Returns:
+        `(path, description, values, variables)`: the model's variables
+        by the delta's paths.
+    """
+    path = os.fspath(path)
+    _check_name_argument("task", task)
+    description, values = _read(path)
     if not allow_task_mismatch:
         _check_task(path, description["task"], task)
     _check_head(model, path, description["head_shape"])
@@ -585,7 +569,7 @@ def _check(
     _check_variables(model, path, paths, values, weights)
     if not allow_base_mismatch:
         _check_base(model, path, description, values, weights, base_values)
-    return {p: weights[p] for p in paths}
+    return path, description, values, {p: weights[p] for p in paths}
 
 
 def _check_task(path, saved_task, task):

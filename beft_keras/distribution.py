@@ -9,6 +9,7 @@ run before Keras is imported (which fixes the backend).
 """
 
 import contextlib
+import functools
 import json
 import os
 import sys
@@ -23,9 +24,6 @@ BATCH_AXIS = "batch"
 MODEL_AXIS = "model"
 # The layout-map key that replicates every bias (see `model_parallel`).
 BIAS_PATTERN = ".*bias"
-# `data_parallel`'s TensorFlow strategies, by device tuple.
-_MIRRORED_STRATEGIES = {}
-
 # What each backend supports, in one line each: the error messages and
 # `docs/distributed.md` say the same.
 _TORCH = (
@@ -118,9 +116,9 @@ def data_parallel(devices=None):
         classifier = keras_hub.models.BertTextClassifier.from_preset(
             "bert_base_en_uncased", num_classes=2
         )
+        probe = beft_keras.BeftProbe(data=train_ds)
         beft_keras.BiasOnlyTrainable("all").apply(classifier)
         classifier.compile(optimizer=keras.optimizers.AdamW(1e-3))
-        probe = beft_keras.BeftProbe(data=train_ds)
         classifier.fit(train_ds, epochs=1, callbacks=[probe])
         probe.apply_selection()  # b_v and the head, still distributed
         classifier.fit(train_ds, epochs=5)
@@ -148,11 +146,16 @@ def data_parallel(devices=None):
     # `MirroredStrategy` objects on the same devices share collective keys,
     # and the second one's first step fails ("Shape mismatch in the
     # collective instance 100"; tensorflow/tensorflow#62790).
-    if devices not in _MIRRORED_STRATEGIES:
-        _MIRRORED_STRATEGIES[devices] = tf.distribute.MirroredStrategy(
-            devices=list(devices)
-        )
-    return _MIRRORED_STRATEGIES[devices]
+    return _mirrored_strategy(devices)
+
+
+@functools.cache
+def _mirrored_strategy(devices):
+    """The process's one `MirroredStrategy` on `devices` (see above): a
+    memoised constructor, not state the library passes around."""
+    import tensorflow as tf
+
+    return tf.distribute.MirroredStrategy(devices=list(devices))
 
 
 def model_parallel(backbone_or_preset, model_devices=None, devices=None):

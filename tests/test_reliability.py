@@ -245,3 +245,26 @@ def test_refused_delta_leaves_the_model_unchanged(
     after = snapshot(fresh)
     for path in before:
         assert (before[path] == after[path]).all()
+
+
+def test_a_seed_that_fails_while_writing_leaves_nothing(
+    classifier_preset, tmp_path, capsys, monkeypatch
+):
+    """A full disk while writing a seed's results: its delta, already
+    written, goes too, so that no seed folder is half-written."""
+    from beft_keras import outputs
+
+    data_dir = write_sst2_task(tmp_path / "glue")
+    output = tmp_path / "out"
+
+    def disk_full(folder, result):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(outputs, "write_result", disk_full)
+    code = cli.main(
+        ["tune", *_tiny_args(data_dir, classifier_preset), "--epochs", "1",
+         "--output", str(output)]
+    )
+    assert code == 2
+    assert "No space left on device" in _error(capsys)
+    assert os.listdir(output) == []
