@@ -108,6 +108,12 @@ def _parser():
                 help="fine-tuning epochs, at least 1 (default: the task's "
                 "for the model kind)",
             )
+        command.add_argument(
+            "--distribute", choices=["data", "model"],
+            help="train on every local device: data parallel (JAX, "
+            "TensorFlow), or model parallel from keras-hub's layout map of "
+            "the preset (JAX; Llama, Gemma, Qwen) (default: one device)",
+        )
         if name in ("probe", "run"):
             command.add_argument(
                 "--probe-epochs", type=_positive_int, default=1,
@@ -251,6 +257,7 @@ def _fail(message):
 def _check(args):
     """Everything that can be known wrong before loading data or a model."""
     from beft_keras import data
+    from beft_keras import distribution
     from beft_keras import outputs
     from beft_keras import tuning
 
@@ -271,6 +278,8 @@ def _check(args):
         raise ValueError(f"Data folder '{args.data_dir}' does not exist.")
     if len(set(args.seeds)) != len(args.seeds):
         raise ValueError(f"--seeds repeats a seed: {args.seeds}.")
+    if args.distribute:
+        distribution.check_supported(args.distribute)
     outputs.check_output_folder(args.output, args.overwrite)
 
 
@@ -281,11 +290,19 @@ def _run(args):
     from beft_keras import pipeline
     from beft_keras.files import atomic_write
 
+    distribution = None
+    if args.distribute:
+        from beft_keras import distribution as distribution_lib
+        from beft_keras import models
+
+        distribution = distribution_lib.get_distribution(
+            args.distribute, model=args.model or models.default_model()
+        )
     results = []
     for seed in args.seeds:
         folder = outputs.seed_folder(args.output, seed)
         try:
-            result = _run_seed(args, seed, folder)
+            result = _run_seed(args, seed, folder, distribution)
             outputs.write_result(folder, result)
         except BaseException:
             # Only complete seeds stay: no delta without its results.
@@ -300,7 +317,7 @@ def _run(args):
     print(_table(summary))
 
 
-def _run_seed(args, seed, folder):
+def _run_seed(args, seed, folder, distribution=None):
     from beft_keras import outputs
     from beft_keras import pipeline
     from beft_keras import tuning
@@ -314,6 +331,7 @@ def _run_seed(args, seed, folder):
         sequence_length=args.sequence_length,
         pooling=args.pooling,
         pair_encoding=args.pair_encoding,
+        distribution=distribution,
     )
     if args.command == "run":
         return pipeline.run(

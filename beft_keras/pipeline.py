@@ -1,6 +1,7 @@
 """The whole BEFT method on a task: prepare, probe, select, fine-tune,
 evaluate; and prediction with a tuned model."""
 
+import contextlib
 import dataclasses
 import math
 import time
@@ -9,6 +10,7 @@ import keras
 import numpy as np
 
 from beft_keras import data
+from beft_keras import distribution as distribution_lib
 from beft_keras import heads
 from beft_keras import metrics as metrics_lib
 from beft_keras import models
@@ -55,6 +57,8 @@ class TaskRun:
             dev prompts are answered by `generate_answers`.
         tokenizer: the causal LM's tokenizer, for a generation task.
         sequence_length: int. The longest padded batch.
+        distribution: the distribution the model lives under (see
+            `beft_keras.distribution`), or `None` for one device.
     """
 
     spec: object
@@ -71,6 +75,12 @@ class TaskRun:
     dev_batches: object
     tokenizer: object = None
     sequence_length: int = 128
+    distribution: object = None
+
+    def scope(self):
+        """The distribution's scope, in which the model is built, compiled
+        and trained (nothing on one device)."""
+        return _scope(self.distribution)
 
 
 def prepare(
@@ -85,6 +95,7 @@ def prepare(
     max_examples=None,
     pooling=None,
     pair_encoding=None,
+    distribution=None,
 ):
     """Load a task's data and a model for it.
 
@@ -113,6 +124,10 @@ def prepare(
             `"cross"` (together) or `"siamese"` (each sentence on its own);
             `None` is siamese for a similarity score on an embedding model
             (STS-B on all-MiniLM-L6-v2), cross otherwise.
+        distribution: a data- or model-parallel distribution from
+            `beft_keras.distribution` (`get_distribution`), or `None`. The
+            model is built under it, and every training batch is a
+            multiple of its data-parallel devices.
 
     Returns:
         A `TaskRun`.
@@ -129,9 +144,11 @@ def prepare(
         dev = data.subsample(dev, min(len(dev), max_examples[1]), seed)
     model = model or models.default_model()
     keras.utils.set_random_seed(seed)
-    preprocessor, classifier = models.load_classifier(
-        model, spec, sequence_length, pooling, pair_encoding
-    )
+    with _scope(distribution):
+        preprocessor, classifier = models.load_classifier(
+            model, spec, sequence_length, pooling, pair_encoding
+        )
+    multiple = distribution_lib.batch_multiple(distribution)
     settings = training_settings(
         spec,
         models.model_kind(classifier),
@@ -140,7 +157,7 @@ def prepare(
     common = dict(
         spec=spec, model=model, seed=seed, regime=regime, train=train,
         dev=dev, classifier=classifier, settings=settings,
-        sequence_length=sequence_length,
+        sequence_length=sequence_length, distribution=distribution,
     )
     if spec.is_generation:
         x, y, weights = generation_inputs(
@@ -151,10 +168,11 @@ def prepare(
         )
 
         def batches():
-            return data.batch_arrays(
+            return _distributable(distribution, data.batch_arrays(
                 x, y, batch_size, sequence_length, shuffle=True, seed=seed,
                 buckets=buckets, sample_weight=weights,
-            )
+                batch_multiple=multiple,
+            ))
 
         return TaskRun(
             **common, new_batches=batches, train_batches=batches(),
@@ -164,14 +182,14 @@ def prepare(
     features = data.tokenize(train, preprocessor, sequence_length)
 
     def batches():
-        return data.batch_arrays(
+        return _distributable(distribution, data.batch_arrays(
             features, train.labels, batch_size, sequence_length,
-            shuffle=True, seed=seed, buckets=buckets,
-        )
+            shuffle=True, seed=seed, buckets=buckets, batch_multiple=multiple,
+        ))
 
-    dev_batches = data.make_dataset(
+    dev_batches = _distributable(distribution, data.make_dataset(
         dev, preprocessor, EVAL_BATCH_SIZE, sequence_length, buckets=buckets
-    )
+    ))
     return TaskRun(
         **common, new_batches=batches, train_batches=batches(),
         probe_batches=batches(), dev_batches=dev_batches,
@@ -198,20 +216,22 @@ def probe(run, epochs=1, learning_rate=None, probe_batches=32, verbose=1):
     _check_positive_int("epochs", epochs)
     _check_positive_int("probe_batches", probe_batches)
     learning_rate = _learning_rate(learning_rate, run.settings.learning_rate)
-    tuning.make_trainable(run.classifier, tuning.ALL_BIAS)
-    models.compile_model(run.classifier, run.spec, learning_rate)
     beft_probe = BeftProbe(
         data=run.probe_batches, max_batches=probe_batches, verbose=verbose
     )
-    # The batches shuffle themselves, per epoch, within length buckets. The
-    # loss check comes first: a diverged fit fails before it is scored.
-    run.classifier.fit(
-        run.train_batches,
-        epochs=epochs,
-        callbacks=[StopOnNonFiniteLoss(learning_rate), beft_probe],
-        shuffle=False,
-        verbose=verbose,
-    )
+    with run.scope():
+        tuning.make_trainable(run.classifier, tuning.ALL_BIAS)
+        models.compile_model(run.classifier, run.spec, learning_rate)
+        # The batches shuffle themselves, per epoch, within length
+        # buckets. The loss check comes first: a diverged fit fails before
+        # it is scored.
+        run.classifier.fit(
+            run.train_batches,
+            epochs=epochs,
+            callbacks=[StopOnNonFiniteLoss(learning_rate), beft_probe],
+            shuffle=False,
+            verbose=verbose,
+        )
     return beft_probe
 
 
@@ -245,15 +265,16 @@ def tune(run, terms, epochs=None, learning_rate=None, verbose=1):
         else run.settings.learning_rate
     )
     learning_rate = _learning_rate(learning_rate, default_rate)
-    setup = tuning.make_trainable(run.classifier, terms, seed=run.seed)
-    models.compile_model(run.classifier, run.spec, learning_rate)
-    run.classifier.fit(
-        run.train_batches,
-        epochs=epochs,
-        callbacks=[StopOnNonFiniteLoss(learning_rate), *setup.callbacks],
-        shuffle=False,
-        verbose=verbose,
-    )
+    with run.scope():
+        setup = tuning.make_trainable(run.classifier, terms, seed=run.seed)
+        models.compile_model(run.classifier, run.spec, learning_rate)
+        run.classifier.fit(
+            run.train_batches,
+            epochs=epochs,
+            callbacks=[StopOnNonFiniteLoss(learning_rate), *setup.callbacks],
+            shuffle=False,
+            verbose=verbose,
+        )
     return {
         "task": run.spec.name,
         "model": run.model,
@@ -264,6 +285,7 @@ def tune(run, terms, epochs=None, learning_rate=None, verbose=1):
         "dev_examples": len(run.dev),
         "terms": list(terms),
         "head": models.head_name(run.classifier),
+        "replicas": distribution_lib.num_replicas(run.distribution),
         "trainable_params": setup.trainable_params,
         "trainable_percent": setup.percent,
         "learning_rate": learning_rate,
@@ -289,6 +311,7 @@ def run(
     verbose=1,
     pooling=None,
     pair_encoding=None,
+    distribution=None,
 ):
     """Run BEFT on one task and seed: fit all biases while a `BeftProbe`
     scores them, reset, fine-tune only the selected term (and the head), and
@@ -302,11 +325,13 @@ def run(
     task_run = prepare(
         task, data_dir, model, regime, seed, batch_size, sequence_length,
         pooling=pooling, pair_encoding=pair_encoding,
+        distribution=distribution,
     )
     beft_probe = probe(
         task_run, probe_epochs, learning_rate, probe_batches, verbose
     )
-    beft_probe.apply_selection()
+    with task_run.scope():
+        beft_probe.apply_selection()
     result = tune(task_run, beft_probe.selected, epochs, learning_rate, verbose)
     result["selected"] = beft_probe.selected
     result["rankings"] = beft_probe.results.rankings
@@ -317,15 +342,23 @@ def run(
     return result
 
 
-def evaluate(model, spec, dataset):
+def evaluate(model, spec, dataset, batch_multiple=1):
     """The task's metrics on `dataset`, read once: each batch's labels are
     scored against the predictions of that same batch, so batches may come
-    in any order, shuffled too."""
+    in any order, shuffled too. A batch is padded to a multiple of
+    `batch_multiple` (the data-parallel devices) by repeating its last
+    example, whose extra predictions are dropped."""
     labels, logits = [], []
     for batch in dataset.as_numpy_iterator():
         x, y, _ = keras.utils.unpack_x_y_sample_weight(batch)
+        size = len(y)
+        padding = -size % batch_multiple
+        x = keras.tree.map_structure(
+            lambda a: np.concatenate([a, np.repeat(a[-1:], padding, 0)]), x
+        )
         labels.append(y)
-        logits.append(keras.ops.convert_to_numpy(model.predict_on_batch(x)))
+        predicted = keras.ops.convert_to_numpy(model.predict_on_batch(x))
+        logits.append(predicted[:size])
     predictions = metrics_lib.predictions_from_logits(
         spec, np.concatenate(logits)
     )
@@ -342,7 +375,11 @@ def evaluate_run(run):
             run.sequence_length,
         )
         return metrics_lib.compute_metrics(run.spec, run.dev.labels, answers)
-    return evaluate(run.classifier, run.spec, run.dev_batches)
+    with run.scope():
+        return evaluate(
+            run.classifier, run.spec, run.dev_batches,
+            distribution_lib.batch_multiple(run.distribution),
+        )
 
 
 def predict(
@@ -445,6 +482,20 @@ def summarize(command, results):
         summary["wall_time_s"] = sum(r["wall_time_s"] for r in results)
     summary["runs"] = results
     return summary
+
+
+def _scope(distribution):
+    return contextlib.nullcontext() if distribution is None else (
+        distribution.scope()
+    )
+
+
+def _distributable(distribution, dataset):
+    """`dataset` as the distribution's engine takes it (boolean padding
+    masks as int32 under TensorFlow's MirroredStrategy)."""
+    if distribution is None:
+        return dataset
+    return distribution_lib.boolean_inputs_as_int(dataset)
 
 
 def _learning_rate(learning_rate, default):

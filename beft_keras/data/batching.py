@@ -122,6 +122,7 @@ def batch_arrays(
     seed=0,
     buckets=DEFAULT_BUCKETS,
     sample_weight=None,
+    batch_multiple=1,
 ):
     """Length-bucketed batches of already tokenized examples, as
     `make_dataset` makes them.
@@ -136,6 +137,11 @@ def batch_arrays(
             `make_dataset`.
         sample_weight: numpy array or None. Per-example or per-token
             weights, shaped and trimmed like `labels`.
+        batch_multiple: int. Every batch's size is a multiple of it (data
+            parallel on JAX shards a batch evenly over the devices): a
+            bucket's last batch drops its remainder, which other epochs'
+            shuffles put in other batches. `batch_size` must be a multiple
+            of it. Defaults to `1`.
 
     Returns:
         A `tf.data.Dataset` of `(features, labels)` or `(features, labels,
@@ -150,6 +156,12 @@ def batch_arrays(
     """
     lengths = bucket_lengths(sequence_length, buckets)
     _check_positive_int("batch_size", batch_size)
+    _check_positive_int("batch_multiple", batch_multiple)
+    if batch_size % batch_multiple:
+        raise DataError(
+            f"`batch_size`={batch_size} must be a multiple of the "
+            f"{batch_multiple} devices each batch is split over."
+        )
     if PADDING_MASK not in features:
         raise DataError(
             f"`features` has no '{PADDING_MASK}' to measure lengths by. "
@@ -168,7 +180,9 @@ def batch_arrays(
 
     def batches():
         rng = np.random.default_rng([seed, next(epochs)]) if shuffle else None
-        for indices, length in _plan(example_buckets, lengths, batch_size, rng):
+        for indices, length in _plan(
+            example_buckets, lengths, batch_size, rng, batch_multiple
+        ):
             batch = {name: x[indices, :length] for name, x in features.items()}
             yield (batch, *(t[indices, ..., :length] if t.ndim > 1
                             else t[indices] for t in targets))
@@ -181,7 +195,9 @@ def batch_arrays(
         *(tf.TensorSpec((None,) * t.ndim, t.dtype) for t in targets),
     )
     counts = np.bincount(example_buckets, minlength=len(lengths))
-    num_batches = int(np.sum(-(-counts // batch_size)))
+    num_batches = int(
+        np.sum(counts // batch_size + (counts % batch_size >= batch_multiple))
+    )
     dataset = tf.data.Dataset.from_generator(
         batches, output_signature=signature
     )
@@ -255,19 +271,20 @@ def tokenize(examples, preprocessor, sequence_length=128):
     }
 
 
-def _plan(example_buckets, lengths, batch_size, rng):
+def _plan(example_buckets, lengths, batch_size, rng, batch_multiple=1):
     """One epoch's batches, as `(example indices, length)`; shuffled with
-    `rng` unless it is `None`."""
+    `rng` unless it is `None`; each a multiple of `batch_multiple` long."""
     order = np.arange(len(example_buckets))
     if rng is not None:
         order = rng.permutation(order)
     batches = []
     for bucket, length in enumerate(lengths):
         members = order[example_buckets[order] == bucket]
-        batches.extend(
-            (members[start : start + batch_size], length)
-            for start in range(0, len(members), batch_size)
-        )
+        for start in range(0, len(members), batch_size):
+            batch = members[start : start + batch_size]
+            batch = batch[: len(batch) - len(batch) % batch_multiple]
+            if len(batch):
+                batches.append((batch, length))
     if rng is not None:
         batches = [batches[i] for i in rng.permutation(len(batches))]
     return batches
