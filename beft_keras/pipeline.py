@@ -235,7 +235,8 @@ def probe(run, epochs=1, learning_rate=None, probe_batches=32, verbose=1):
     return beft_probe
 
 
-def tune(run, terms, epochs=None, learning_rate=None, verbose=1):
+def tune(run, terms, epochs=None, learning_rate=None, verbose=1,
+         callbacks=None):
     """Fine-tune some of the classifier's weights and evaluate on dev.
 
     Args:
@@ -248,6 +249,8 @@ def tune(run, terms, epochs=None, learning_rate=None, verbose=1):
         learning_rate: float or None. `None` is the task's default:
             bias-only for biases and head, the full rate for `"full"`.
         verbose: int. Keras verbosity.
+        callbacks: list of `keras.callbacks.Callback`, or None. More
+            callbacks for the fit, after the library's own.
 
     Returns:
         A dict: the terms, trainable counts, dev metrics and wall time.
@@ -271,7 +274,11 @@ def tune(run, terms, epochs=None, learning_rate=None, verbose=1):
         run.classifier.fit(
             run.train_batches,
             epochs=epochs,
-            callbacks=[StopOnNonFiniteLoss(learning_rate), *setup.callbacks],
+            callbacks=[
+                StopOnNonFiniteLoss(learning_rate),
+                *setup.callbacks,
+                *(callbacks or []),
+            ],
             shuffle=False,
             verbose=verbose,
         )

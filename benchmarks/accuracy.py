@@ -3,17 +3,23 @@ Tables 1-2), with the BEFT probe of the same seed for the selection
 benchmark.
 
 For each seed and task (low regime, full dev set) the script loads the
-classifier once, keeps a copy of its starting weights (pretrained body,
+classifier once, with the library's default head for the model or the one
+`--pooling` names, keeps a copy of its starting weights (pretrained body,
 seeded head), runs the BEFT probe (all biases, 1 epoch, Fisher on 32
 batches), and then, starting every time from that copy, fine-tunes each
-method: b_v, b_q, b_k, all biases, a random-uniform bias mask with as many
-elements as b_v (`benchmarks.methods.RandomBiasMask`), the head only, and
-every weight. Each row records the task's metrics on the dev set, the
-trainable share and the wall time of fit plus evaluation. Rows are written
-to the JSON as they finish, and a rerun skips rows already there, so a
-long run can be stopped and resumed.
+method with `beft_keras.pipeline.tune` at the library's default learning
+rate and epochs for the task and head (`beft_keras.training_settings`):
+b_v, b_q, b_k, all biases, a random-uniform bias mask with as many
+elements as b_v, the head only, and every weight; `untuned` evaluates the
+starting weights (for a siamese STS-B head: the pretrained model's own
+cosine similarity). Each row records the task's metrics on the dev set,
+the head, padding, rate, epochs, trainable share and the wall time of fit
+plus evaluation. Rows are written to the JSON as they finish, and a rerun
+skips rows already there, so a long run can be stopped and resumed.
 
-    python -m benchmarks.accuracy --backends torch --seeds 0 1 2
+    python -m benchmarks.accuracy --backends tensorflow --seeds 0 1 2
+    python -m benchmarks.accuracy --backends tensorflow --pooling cls \\
+        --tasks rte sst2 --methods b_v all-bias
     python -m benchmarks.accuracy --quick --backends torch
 """
 
@@ -26,21 +32,40 @@ from benchmarks import common
 
 NAME = "accuracy"
 TASKS = ("rte", "stsb", "sst2", "cola")
-METHOD_ORDER = ("b_v", "b_q", "b_k", "all-bias", "random", "head", "full")
-DEFAULT_EPOCHS = 3
+UNTUNED = "untuned"
+METHOD_ORDER = ("b_v", "b_q", "b_k", "all-bias", "random", "head", "full",
+                UNTUNED)
+BUCKETED = "bucketed"
+DEFAULT_POOLING = "default"
 
 
 def main(argv=None):
     parser = common.base_parser(__doc__.splitlines()[0])
     parser.add_argument("--tasks", nargs="+", default=list(TASKS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--epochs", type=int, default=None)
+    parser.add_argument(
+        "--epochs", type=int, default=None,
+        help="Fine-tuning epochs; default: the library's for the task and "
+        "head (1 with --quick).",
+    )
     parser.add_argument("--probe-epochs", type=int, default=1)
-    parser.add_argument("--methods", nargs="+", default=list(METHOD_ORDER))
+    parser.add_argument("--methods", nargs="+", default=list(METHOD_ORDER),
+                        choices=METHOD_ORDER)
+    parser.add_argument(
+        "--pooling", choices=("cls", "mean"), default=None,
+        help="The encoder's head (see `beft --pooling`); default: the "
+        "model's own. Results go to accuracy_<backend>_<pooling>.json.",
+    )
+    parser.add_argument(
+        "--fixed-padding", action="store_true",
+        help="Pad every batch to --sequence-length instead of length "
+        "buckets. Results go to accuracy_<backend>_fixed<length>.json.",
+    )
     parser.add_argument(
         "--shard", default=None,
-        help="Write accuracy_<backend>_<shard>.json, so that two workers "
-        "can run side by side on different tasks; the report merges them.",
+        help="Write accuracy_<backend>_..._<shard>.json, so that two "
+        "workers can run side by side on different tasks; the report "
+        "merges them.",
     )
     parser.add_argument(
         "--plan", nargs="+", default=None,
@@ -56,6 +81,25 @@ def main(argv=None):
     return worker(args)
 
 
+def dev_curve(run):
+    """A callback recording the dev metric after every epoch (the authors'
+    code evaluates each epoch too, and its plots label the best)."""
+    import keras
+
+    from beft_keras import pipeline
+
+    class _DevCurve(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.scores = []
+
+        def on_epoch_end(self, epoch, logs=None):
+            metrics = pipeline.evaluate_run(run)
+            self.scores.append(metrics[run.spec.main_metric])
+
+    return _DevCurve()
+
+
 def plan(args):
     if args.quick and not args.plan:
         # Smoke test: one task (the first asked), one seed.
@@ -67,9 +111,20 @@ def plan(args):
     return [(task, seed) for seed in args.seeds for task in args.tasks]
 
 
+def result_name(backend, pooling, padding, shard):
+    """`accuracy_<backend>[_<pooling>][_fixed<n>][_<shard>]`: one file per
+    head and padding, so that their rows never mix."""
+    parts = [NAME, backend]
+    parts += [pooling] if pooling else []
+    parts += [padding] if padding != BUCKETED else []
+    parts += [shard] if shard else []
+    return "_".join(parts)
+
+
 def worker(args):
     import keras
 
+    from beft_keras import data
     from beft_keras import models
     from beft_keras import pipeline
     from benchmarks import methods as methods_lib
@@ -77,24 +132,22 @@ def worker(args):
     warnings.filterwarnings("ignore", message="A BeftProbe measured zero")
     env = common.environment()
     model = args.model or models.default_model()
-    epochs = args.epochs or (1 if args.quick else DEFAULT_EPOCHS)
-    name = NAME + (f"_{env['backend']}_{args.shard}" if args.shard else "")
-    path = common.result_path(
-        args.results, name, None if args.shard else env["backend"],
-        args.quick,
-    )
+    padding = (f"fixed{args.sequence_length}" if args.fixed_padding
+               else BUCKETED)
+    buckets = (data.DEFAULT_BUCKETS if padding == BUCKETED
+               else (args.sequence_length,))
+    name = result_name(env["backend"], args.pooling, padding, args.shard)
+    path = common.result_path(args.results, name, None, args.quick)
     payload = common.read_json(path) if os.path.exists(path) else {
         **env, "rows": [], "probes": [],
     }
     payload.update(
-        quick=args.quick, model=model, epochs=epochs,
-        sequence_length=args.sequence_length,
-        probe_epochs=args.probe_epochs,
-        learning_rates={m: methods_lib.learning_rate_for(m)
-                        for m in METHOD_ORDER},
-        probe_learning_rate=methods_lib.BIAS_LEARNING_RATE,
+        quick=args.quick, model=model, sequence_length=args.sequence_length,
+        padding=padding, probe_epochs=args.probe_epochs,
         last_command=env["command"], machine=env["machine"],
     )
+    # The head asked for: "default" (the model's own) or a --pooling.
+    pooling = args.pooling or DEFAULT_POOLING
     done = {(r["task"], r["seed"], r["method"]) for r in payload["rows"]}
     probed = {(p["task"], p["seed"]) for p in payload["probes"]}
     for task, seed in plan(args):
@@ -102,23 +155,30 @@ def worker(args):
         if not todo and (task, seed) in probed:
             continue
         start = time.perf_counter()
-        run = pipeline.prepare(task, args.data_dir, model, "low", seed,
-                               sequence_length=args.sequence_length,
-                               max_examples=(16, 32) if args.quick else None)
-        classifier = run.classifier
+        run = pipeline.prepare(
+            task, args.data_dir, model, "low", seed,
+            sequence_length=args.sequence_length, buckets=buckets,
+            max_examples=(16, 32) if args.quick else None,
+            pooling=args.pooling,
+        )
+        # Every method starts from these weights: pretrained body, seeded
+        # head.
         initial = [keras.ops.convert_to_numpy(v).copy()
-                   for v in classifier.weights]
+                   for v in run.classifier.weights]
         prepare_s = time.perf_counter() - start
+        epochs = args.epochs or (1 if args.quick else None)
         if (task, seed) not in probed:
             t0 = time.perf_counter()
             keras.utils.set_random_seed(seed)
             beft_probe = pipeline.probe(
-                run, args.probe_epochs, methods_lib.BIAS_LEARNING_RATE,
+                run, args.probe_epochs,
                 probe_batches=1 if args.quick else 32, verbose=0,
             )
             results = beft_probe.results
             payload["probes"].append({
-                "task": task, "seed": seed,
+                "task": task, "seed": seed, "pooling": pooling,
+                "padding": padding,
+                "learning_rate": run.settings.learning_rate,
                 "averages": results.averages,
                 "rankings": results.rankings,
                 "selected": {m: results.selected_by(m)
@@ -128,43 +188,52 @@ def worker(args):
             })
             common.write_json(path, payload)
         for method in todo:
-            for variable, value in zip(classifier.weights, initial):
+            for variable, value in zip(run.classifier.weights, initial):
                 variable.assign(value)
             # The batches' shuffling follows an epoch counter that runs on
             # across `fit` calls; re-made, every method sees the same order.
             run.train_batches = run.new_batches()
             keras.utils.set_random_seed(seed)
             t0 = time.perf_counter()
-            setup = methods_lib.set_up(classifier, run.spec, method, seed=seed)
-            trainable, total = setup.trainable_params, setup.total_params
-            callbacks = setup.callbacks
-            classifier.fit(run.train_batches, epochs=epochs, shuffle=False,
-                           callbacks=callbacks, verbose=0)
-            metrics = pipeline.evaluate(classifier, run.spec, run.dev_batches)
+            if method == UNTUNED:
+                result = {
+                    "metrics": pipeline.evaluate_run(run), "epochs": 0,
+                    "learning_rate": None, "trainable_params": 0,
+                    "trainable_percent": 0.0, "head":
+                    models.head_name(run.classifier),
+                }
+            else:
+                curve = dev_curve(run)
+                result = pipeline.tune(
+                    run, methods_lib.METHODS[method], epochs, verbose=0,
+                    callbacks=[curve],
+                )
+                result["curve"] = curve.scores
             row = {
                 "task": task, "seed": seed, "method": method,
+                "pooling": pooling, "head": result["head"],
+                "padding": padding,
                 "main_metric": run.spec.main_metric,
-                "metrics": metrics,
-                "score": metrics[run.spec.main_metric],
-                "trainable_params": trainable,
-                "trainable_percent": 100.0 * trainable / total,
-                "learning_rate": methods_lib.learning_rate_for(method),
-                "epochs": epochs,
+                "metrics": result["metrics"],
+                "score": result["metrics"][run.spec.main_metric],
+                "trainable_params": result["trainable_params"],
+                "trainable_percent": result["trainable_percent"],
+                "learning_rate": result["learning_rate"],
+                "epochs": result["epochs"],
+                "curve": result.get("curve", []),
                 "train_examples": len(run.train),
                 "dev_examples": len(run.dev),
                 "wall_time_s": time.perf_counter() - t0,
                 "load_average": os.getloadavg(),
+                "data_order": "same for every method",
             }
-            row["data_order"] = "same for every method"
-            if callbacks:
-                row["masked_params"] = callbacks[0].masked_params
             payload["rows"].append(row)
             common.write_json(path, payload)
             print(f"[accuracy] {task} seed {seed} {method}: "
                   f"{run.spec.main_metric} {row['score']:.4f} "
                   f"({row['trainable_percent']:.4f}%, "
                   f"{row['wall_time_s']:.0f} s)", flush=True)
-        del run, classifier
+        del run
         print(f"[accuracy] {task} seed {seed} done "
               f"({prepare_s:.0f} s loading)", flush=True)
     return 0

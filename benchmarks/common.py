@@ -149,32 +149,35 @@ def machine():
     }
 
 
-def load_accuracy(results, backend, quick=False):
-    """The accuracy results of a backend: `accuracy_<backend>.json` merged
-    with its shards `accuracy_<backend>_<shard>.json` (workers run side by
-    side on different tasks), or None."""
+def load_accuracy(results, backend, quick=False, pooling="default",
+                  padding="bucketed"):
+    """The accuracy results of a backend with one head and padding (the
+    model's own head and length buckets unless named): the rows and probes
+    of `accuracy_<backend>*.json` (workers run side by side on different
+    tasks, heads and paddings), or None."""
     import glob
 
-    paths = [result_path(results, "accuracy", backend, quick)]
-    if not quick:
-        paths += sorted(
-            p for p in glob.glob(os.path.join(
-                results, f"accuracy_{backend}_*.json"))
-            if not p.endswith("_quick.json")
-        )
+    paths = [
+        p for p in glob.glob(os.path.join(results, f"accuracy_{backend}*.json"))
+        if p.endswith("_quick.json") == quick
+    ]
     merged = None
-    for path in paths:
-        if not os.path.exists(path):
-            continue
+    for path in sorted(paths):
         payload = read_json(path)
+        rows = [r for r in payload["rows"]
+                if _variant(r) == (pooling, padding)]
+        probes = [p for p in payload["probes"]
+                  if _variant(p) == (pooling, padding)]
+        if not rows and not probes:
+            continue
         if merged is None:
             merged = dict(payload, rows=[], probes=[], shards=[])
-        merged["rows"] += payload["rows"]
-        merged["probes"] += payload["probes"]
+        merged["rows"] += rows
+        merged["probes"] += probes
         merged["shards"].append(os.path.basename(path))
     if merged is not None:
         # A task and seed run twice (a stopped worker) counts once: the
-        # first record, in shard order.
+        # first record, in file order.
         merged["rows"] = list({
             (r["task"], r["seed"], r["method"]): r
             for r in reversed(merged["rows"])
@@ -183,6 +186,11 @@ def load_accuracy(results, backend, quick=False):
             (p["task"], p["seed"]): p for p in reversed(merged["probes"])
         }.values())[::-1]
     return merged
+
+
+def _variant(record):
+    """The head and padding an accuracy row or probe was measured with."""
+    return record.get("pooling", "default"), record.get("padding", "bucketed")
 
 
 def write_json(path, payload):

@@ -28,16 +28,29 @@ def test_quick_modes_write_results_and_report(classifier_preset, tmp_path):
     assert timing["fixed128"]["lengths"] == [12]
 
     assert accuracy.main(
-        common_args + ["--methods", "b_v", "b_k", "b_q", "random"]
+        common_args + ["--methods", "b_v", "b_k", "b_q", "random", "untuned"]
     ) == 0
+    assert accuracy.main(common_args + ["--methods", "b_v",
+                                        "--fixed-padding"]) == 0
     output = str(tmp_path / "docs" / "benchmarks.md")
     assert report.main(["--quick", "--results", results,
                         "--output", output]) == 0
 
     backend = keras.backend.backend()
     rows = beft_keras_json(results, f"accuracy_{backend}_quick.json")["rows"]
-    assert {r["method"] for r in rows} == {"b_v", "b_k", "b_q", "random"}
+    assert {r["method"] for r in rows} == {
+        "b_v", "b_k", "b_q", "random", "untuned"}
+    untuned = next(r for r in rows if r["method"] == "untuned")
+    assert (untuned["trainable_params"], untuned["epochs"]) == (0, 0)
+    # The dev curve's last epoch is the final model the row scores.
+    b_v = next(r for r in rows if r["method"] == "b_v")
+    assert b_v["curve"] == [b_v["score"]]
+    fixed = beft_keras_json(results, f"accuracy_{backend}_fixed12_quick.json")
+    assert [(r["method"], r["padding"]) for r in fixed["rows"]] == [
+        ("b_v", "fixed12")]
     text = open(output).read()
+    assert "| SST-2 b_v >= 0.80 |" in text
+    assert "Length buckets against fixed padding to 12" in text
     assert "Quick (smoke-test) results" in text
     assert "## 4. Selection quality" in text
     assert os.path.exists(

@@ -67,7 +67,7 @@ def render(results, quick, docs_dir):
         + scope.section(step, e2e, scores)
         + step_cost.section(step)
         + end_to_end.section(e2e)
-        + accuracy.section(scores, docs_dir, suffix)
+        + accuracy.section(scores, docs_dir, suffix, results, quick)
         + selection.section(chosen, scores, docs_dir, suffix)
         + decoders.section(results)
     ) + "\n"

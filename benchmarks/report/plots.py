@@ -38,7 +38,7 @@ def accuracy(payload, tasks, methods, docs_dir, backend, suffix):
         if finite:
             lo = min(finite) - 0.05
             ax.set_ylim(max(lo, -1.0) if lo < 0 else lo, max(finite) + 0.05)
-    figure.suptitle(f"MiniLM, low regime, {payload['epochs']} epochs "
+    figure.suptitle("MiniLM, low regime, the library's defaults "
                     f"({backend})")
     return _save(plt, figure, docs_dir,
                  f"benchmarks_accuracy_{backend}{suffix}.png")

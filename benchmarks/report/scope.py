@@ -43,9 +43,10 @@ def _accuracy_line(backend, payload):
     if payload is None:
         return f"- Accuracy tables, {backend}: **not run**."
     complete, partial, missing = accuracy.coverage(payload["rows"])
-    epochs = formatting.count(payload["epochs"], "epoch")
-    text = (f"- Accuracy tables, {backend}: {epochs} per "
-            "method instead of the paper's 16-60; task:seed complete "
+    epochs = sorted({r["epochs"] for r in payload["rows"] if r["epochs"]})
+    text = (f"- Accuracy tables, {backend}: the library's default epochs "
+            f"for each task and head (epochs run: "
+            f"{', '.join(map(str, epochs)) or '-'}); task:seed complete "
             f"(all {len(accuracy.METHODS)} methods): "
             f"{formatting.task_seeds(complete)}")
     if not partial and not missing:
