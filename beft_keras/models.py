@@ -132,8 +132,9 @@ def max_sequence_length(backbone):
 
 
 def compile_model(model, spec, learning_rate):
-    """AdamW with the global gradient norm clipped at 1.0, as in the
-    paper's code, and the task's loss."""
+    """AdamW without weight decay and with the global gradient norm
+    clipped at 1.0, as in the paper's code (`transformers`' AdamW, whose
+    default decay is 0; Keras' is 0.004), and the task's loss."""
     if spec.is_regression:
         loss = keras.losses.MeanSquaredError()
     else:
@@ -144,7 +145,9 @@ def compile_model(model, spec, learning_rate):
         # the answer tokens by the data's sample weights.
         extra = dict(sampler="greedy", weighted_metrics=[])
     model.compile(
-        optimizer=keras.optimizers.AdamW(learning_rate, global_clipnorm=1.0),
+        optimizer=keras.optimizers.AdamW(
+            learning_rate, weight_decay=0.0, global_clipnorm=1.0
+        ),
         loss=loss,
         metrics=[],
         **extra,

@@ -831,7 +831,7 @@ def _setup_section():
         "(and a cross-encoder for sentence pairs), as PEFT |",
         "| loop | `Trainer`: AdamW (torch), linear decay to 0, no warm-up, "
         "weight decay 0, `max_grad_norm=1.0` | `model.fit`: Keras AdamW, "
-        "constant rate, weight decay 0.004, `global_clipnorm=1.0` |",
+        "constant rate, weight decay 0, `global_clipnorm=1.0` |",
         "| padding | dynamic, to the longest in each batch "
         "(`DataCollatorWithPadding`), batches drawn at random | batches "
         "drawn within length buckets, padded to 16/32/64/128 |",
