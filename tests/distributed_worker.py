@@ -154,6 +154,69 @@ def placement(variable):
     }
 
 
+def probe_all_biases(model, x, y, epochs):
+    """Fit every bias of `model` while a `BeftProbe` scores them."""
+    import keras
+
+    import beft_keras
+
+    beft_keras.BiasOnlyTrainable("all").apply(model)
+    model.compile(
+        optimizer=keras.optimizers.AdamW(LEARNING_RATE),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    probe = beft_keras.BeftProbe(
+        data=(x, y), candidates=CANDIDATES, batch_size=GLOBAL_BATCH,
+        max_batches=2, verbose=0,
+    )
+    model.fit(
+        x, y, batch_size=GLOBAL_BATCH, epochs=epochs, shuffle=False,
+        callbacks=[probe], verbose=0,
+    )
+    return probe
+
+
+def compared(single, parallel, parallel_distribution):
+    """What both checks compare between the one-device and the distributed
+    run: scores, selection, trained and frozen weights, predictions."""
+    import numpy as np
+
+    from beft_keras import distribution
+
+    return {
+        "replicas": distribution.num_replicas(parallel_distribution),
+        "batch_multiple": distribution.batch_multiple(parallel_distribution),
+        "trained": sorted(parallel["trained"]),
+        "score_rel_diff": score_differences(
+            single["probe"].results, parallel["probe"].results
+        ),
+        "selected": [
+            single["probe"].selected, parallel["probe"].selected
+        ],
+        "inert": [
+            list(single["probe"].results.inert),
+            list(parallel["probe"].results.inert),
+        ],
+        "trained_max_diff": max_difference(
+            single["final"], parallel["final"], parallel["trained"]
+        ),
+        "trained_moved": bool(
+            max_difference(
+                parallel["initial"], parallel["final"], parallel["trained"]
+            ) > 1e-4
+        ),
+        "frozen_unchanged": frozen_unchanged(
+            parallel["initial"], parallel["final"], parallel["trained"]
+        ),
+        "frozen_unchanged_single": frozen_unchanged(
+            single["initial"], single["final"], single["trained"]
+        ),
+        "prediction_max_diff": float(
+            np.max(np.abs(single["predictions"] - parallel["predictions"]))
+        ),
+    }
+
+
 def score_differences(reference, other):
     """Largest relative difference of the per-layer scores of two probes,
     every method, over the terms that move (inert terms move by rounding
@@ -218,19 +281,7 @@ def beft_method(preset, distribution):
     with scope(distribution):
         model = bert_classifier(preset)
         initial = snapshot(model)
-        beft_keras.BiasOnlyTrainable("all").apply(model)
-        model.compile(
-            optimizer=keras.optimizers.AdamW(LEARNING_RATE),
-            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        )
-        probe = beft_keras.BeftProbe(
-            data=(x, y), candidates=CANDIDATES, batch_size=GLOBAL_BATCH,
-            max_batches=2, verbose=0,
-        )
-        model.fit(
-            x, y, batch_size=GLOBAL_BATCH, epochs=2, shuffle=False,
-            callbacks=[probe], verbose=0,
-        )
+        probe = probe_all_biases(model, x, y, epochs=2)
         probed = snapshot(model)
         probe_trained = {v.path for v in model.trainable_variables}
         # Resets the probe's weights, recompiles: b_v and the head train.
@@ -269,46 +320,17 @@ def data_parallel_scenario(preset):
         if b.term == "value"
     )
     results = {
-        "replicas": distribution.num_replicas(parallel_distribution),
-        "batch_multiple": distribution.batch_multiple(parallel_distribution),
+        **compared(single, parallel, parallel_distribution),
         "same_start": all(
             np.array_equal(single["initial"][p], parallel["initial"][p])
             for p in single["initial"]
         ),
-        "trained": sorted(parallel["trained"]),
         "value_paths": value_paths,
-        "score_rel_diff": score_differences(
-            single["probe"].results, parallel["probe"].results
-        ),
-        "selected": [
-            single["probe"].selected, parallel["probe"].selected
-        ],
-        "inert": [
-            list(single["probe"].results.inert),
-            list(parallel["probe"].results.inert),
-        ],
         "probe_bias_max_diff": max_difference(
             single["probed"], parallel["probed"], parallel["probe_trained"]
         ),
-        "trained_max_diff": max_difference(
-            single["final"], parallel["final"], parallel["trained"]
-        ),
-        "trained_moved": bool(
-            max_difference(
-                parallel["initial"], parallel["final"], parallel["trained"]
-            ) > 1e-4
-        ),
         "frozen_unchanged_probe": frozen_unchanged(
             parallel["initial"], parallel["probed"], parallel["probe_trained"]
-        ),
-        "frozen_unchanged": frozen_unchanged(
-            parallel["initial"], parallel["final"], parallel["trained"]
-        ),
-        "frozen_unchanged_single": frozen_unchanged(
-            single["initial"], single["final"], single["trained"]
-        ),
-        "prediction_max_diff": float(
-            np.max(np.abs(single["predictions"] - parallel["predictions"]))
         ),
         "replicas_agree": all(
             all(np.array_equal(c, copies[0]) for c in copies)
@@ -416,19 +438,7 @@ def added_biases_method(preset, distribution, add_inside_scope):
     )
     initial = snapshot(model)
     with scope(distribution):
-        beft_keras.BiasOnlyTrainable("all").apply(model)
-        model.compile(
-            optimizer=keras.optimizers.AdamW(LEARNING_RATE),
-            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        )
-        probe = beft_keras.BeftProbe(
-            data=(x, y), candidates=CANDIDATES, batch_size=GLOBAL_BATCH,
-            max_batches=2, verbose=0,
-        )
-        model.fit(
-            x, y, batch_size=GLOBAL_BATCH, epochs=1, shuffle=False,
-            callbacks=[probe], verbose=0,
-        )
+        probe = probe_all_biases(model, x, y, epochs=1)
         # Every added bias scores 1 by BEFT (zero before, not after), and
         # with rotary embeddings b_k is not inert: the paper trains b_v.
         probe.apply_selection()  # back to zero biases
@@ -480,41 +490,12 @@ def added_biases_scenario(preset):
         outside = llama_model(preset)
     added_outside = beft_keras.add_biases(outside, "value")
     results = {
-        "replicas": distribution.num_replicas(parallel_distribution),
-        "batch_multiple": distribution.batch_multiple(parallel_distribution),
+        **compared(single, parallel, parallel_distribution),
         "added_zero": parallel["added_zero"] and single["added_zero"],
-        "trained": sorted(parallel["trained"]),
         "added_paths": sorted(v.path for v in parallel["added"]),
-        "score_rel_diff": score_differences(
-            single["probe"].results, parallel["probe"].results
-        ),
-        "selected": [
-            single["probe"].selected, parallel["probe"].selected
-        ],
-        "inert": [
-            list(single["probe"].results.inert),
-            list(parallel["probe"].results.inert),
-        ],
-        "trained_max_diff": max_difference(
-            single["final"], parallel["final"], parallel["trained"]
-        ),
-        "trained_moved": bool(
-            max_difference(
-                parallel["initial"], parallel["final"], parallel["trained"]
-            ) > 1e-4
-        ),
         "same_base": all(
             np.array_equal(single["base"][p], parallel["base"][p])
             for p in single["base"]
-        ),
-        "frozen_unchanged": frozen_unchanged(
-            parallel["initial"], parallel["final"], parallel["trained"]
-        ),
-        "frozen_unchanged_single": frozen_unchanged(
-            single["initial"], single["final"], single["trained"]
-        ),
-        "prediction_max_diff": float(
-            np.max(np.abs(single["predictions"] - parallel["predictions"]))
         ),
         "bias_placement": {
             v.path: placement(v) for v in parallel["added"]
