@@ -5,29 +5,19 @@ import dataclasses
 import hashlib
 import json
 import os
-import re
 
 import keras
 import numpy as np
-import safetensors
 import safetensors.numpy
 
+from beft_keras import delta_file
 from beft_keras import terms as terms_lib
+# Used below, and importable from here: the public module of deltas.
+from beft_keras.delta_file import FORMAT
+from beft_keras.delta_file import FORMAT_VERSION
+from beft_keras.delta_file import HEAD
+from beft_keras.delta_file import DeltaError
 from beft_keras.files import atomic_write
-
-FORMAT = "beft-keras-delta"
-# Version 2 records the task and the head's output shape; version 1 deltas
-# still load, as made for an unknown task.
-FORMAT_VERSION = 2
-# The role recorded for task-head variables, beside the bias terms.
-HEAD = "head"
-# The safetensors metadata entry that holds the delta's JSON description.
-_METADATA_KEY = "beft_keras"
-
-
-class DeltaError(ValueError):
-    """A file that is not a valid delta, or a delta that does not fit the
-    model it is loaded on."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,12 +104,12 @@ def save_delta(model, path, base=None, task=None):
     from beft_keras import __version__
 
     path = os.fspath(path)
-    _check_name_argument("base", base)
-    _check_name_argument("task", task)
+    delta_file.check_name_argument("base", base)
+    delta_file.check_name_argument("task", task)
     roles = _delta_roles(model)
     weights = _weights_by_path(model)
     values = {p: keras.ops.convert_to_numpy(weights[p]) for p in roles}
-    non_finite = _non_finite(values)
+    non_finite = delta_file.non_finite(values)
     if non_finite:
         raise DeltaError(
             f"Cannot save a delta of model '{model.name}': variable(s) "
@@ -133,13 +123,13 @@ def save_delta(model, path, base=None, task=None):
         "base_fingerprint": _fingerprint(weights, exclude=roles),
         "task": task,
         "head_shape": _head_shape(model) if HEAD in roles.values() else None,
-        "terms": _terms(roles),
+        "terms": delta_file.terms(roles),
         "variables": roles,
         "keras_version": keras.__version__,
         "beft_keras_version": __version__,
         "backend": keras.backend.backend(),
     }
-    metadata = {_METADATA_KEY: json.dumps(description)}
+    metadata = {delta_file.METADATA_KEY: json.dumps(description)}
     atomic_write(path, safetensors.numpy.save(values, metadata=metadata))
     return _info(path, values, description)
 
@@ -346,11 +336,6 @@ def _fingerprint(weights, exclude, base_values=None):
     return digest.hexdigest()
 
 
-def _terms(roles):
-    """The bias terms among a delta's variable roles, in `TERMS` order."""
-    return [t for t in terms_lib.TERMS if t in roles.values()]
-
-
 def _head_shape(model):
     """The output shape of a model with one output, such as a classifier's
     `[None, num_classes]`, or `None` for any other model."""
@@ -358,188 +343,6 @@ def _head_shape(model):
     if not outputs or len(outputs) != 1:
         return None
     return [None if size is None else int(size) for size in outputs[0].shape]
-
-
-def _non_finite(values):
-    """The paths of the floating-point arrays in `values` (path -> array)
-    that hold a NaN or an infinity."""
-    return [
-        path
-        for path, value in values.items()
-        if keras.backend.is_float_dtype(
-            keras.backend.standardize_dtype(value.dtype)
-        )
-        and not np.all(np.isfinite(value))
-    ]
-
-
-def _check_name_argument(name, value):
-    """Refuse a `base` or `task` argument that the metadata cannot hold."""
-    if not (value is None or (isinstance(value, str) and value)):
-        raise ValueError(
-            f"`{name}` must be a non-empty str or None. Received: "
-            f"{name}={value!r}"
-        )
-
-
-def _read(path):
-    """The description and values of a delta file, validated."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"No delta file at '{path}'.")
-    try:
-        with safetensors.safe_open(path, framework="numpy") as file:
-            metadata = file.metadata() or {}
-            values = {key: file.get_tensor(key) for key in file.keys()}
-    except safetensors.SafetensorError as error:
-        raise DeltaError(_not_a_delta(path, error)) from error
-    description = _description(path, metadata)
-    if set(description["variables"]) != set(values):
-        raise DeltaError(
-            _not_a_delta(
-                path, "its metadata lists other variables than it holds"
-            )
-        )
-    non_finite = _non_finite(values)
-    if non_finite:
-        raise DeltaError(
-            f"Delta '{path}' holds NaN or infinite values in variable(s) "
-            f"{sorted(non_finite)}: it was saved from a diverged "
-            "fine-tuning or has been altered. Nothing was loaded."
-        )
-    return description, values
-
-
-def _description(path, metadata):
-    """The delta's JSON description, with every field checked; a version 1
-    description gets `task` and `head_shape` `None`."""
-    if _METADATA_KEY not in metadata:
-        raise DeltaError(_not_a_delta(path, "it has no beft-keras metadata"))
-    try:
-        description = json.loads(metadata[_METADATA_KEY])
-    except ValueError as error:
-        raise DeltaError(
-            _not_a_delta(path, f"its beft-keras metadata is not JSON ({error})")
-        ) from None
-    if not (
-        isinstance(description, dict) and description.get("format") == FORMAT
-    ):
-        raise DeltaError(
-            _not_a_delta(path, f"its metadata does not describe a {FORMAT}")
-        )
-    version = description.get("format_version")
-    if type(version) is not int or version not in _FIELDS:
-        newer = type(version) is int and version > FORMAT_VERSION
-        raise DeltaError(
-            _not_a_delta(
-                path,
-                f"its format version {_short(version)} is not one this "
-                f"beft-keras reads ({', '.join(map(str, _FIELDS))})"
-                + ("; upgrade beft-keras to read it" if newer else ""),
-            )
-        )
-    for key, (is_valid, expected) in _FIELDS[version].items():
-        if key not in description:
-            raise DeltaError(
-                _not_a_delta(path, f"its metadata lacks the field '{key}'")
-            )
-        if not is_valid(description[key]):
-            raise DeltaError(
-                _not_a_delta(
-                    path,
-                    f"its metadata field '{key}' must be {expected}; found "
-                    f"{_short(description[key])}",
-                )
-            )
-    if description["terms"] != _terms(description["variables"]):
-        raise DeltaError(
-            _not_a_delta(
-                path,
-                f"its metadata field 'terms', {description['terms']}, does "
-                "not list the bias terms of its variables, "
-                f"{_terms(description['variables'])}",
-            )
-        )
-    if version == 1:
-        description = dict(description, task=None, head_shape=None)
-    return description
-
-
-def _is_text(value):
-    return isinstance(value, str) and bool(value)
-
-
-def _is_optional_text(value):
-    return value is None or _is_text(value)
-
-
-def _is_fingerprint(value):
-    return isinstance(value, str) and bool(re.fullmatch("[0-9a-f]{64}", value))
-
-
-def _is_terms(value):
-    return isinstance(value, list) and all(
-        isinstance(term, str) and term in terms_lib.TERMS for term in value
-    )
-
-
-def _is_roles(value):
-    roles = terms_lib.TERMS + (HEAD,)
-    return (
-        isinstance(value, dict)
-        and bool(value)
-        and all(isinstance(role, str) for role in value.values())
-        and set(value.values()) <= set(roles)
-    )
-
-
-def _is_shape(value):
-    return value is None or (
-        isinstance(value, list)
-        and bool(value)
-        and all(_is_size(size) for size in value)
-    )
-
-
-def _is_size(value):
-    # `type(...) is int`: JSON `true` is a Python bool, an int subclass.
-    return value is None or (type(value) is int and value > 0)
-
-
-# Every field of a delta's metadata besides `format` and `format_version`,
-# by format version: how to check its value, and what the check expects.
-_FIELDS_V1 = {
-    "base": (_is_optional_text, "a non-empty string or null"),
-    "base_fingerprint": (_is_fingerprint, "a SHA-256 digest, 64 hex digits"),
-    "terms": (_is_terms, f"a list of bias terms from {list(terms_lib.TERMS)}"),
-    "variables": (
-        _is_roles,
-        f"an object mapping variable paths to a bias term or '{HEAD}'",
-    ),
-    "keras_version": (_is_text, "a non-empty string"),
-    "beft_keras_version": (_is_text, "a non-empty string"),
-    "backend": (_is_text, "a non-empty string"),
-}
-_FIELDS = {
-    1: _FIELDS_V1,
-    2: {
-        **_FIELDS_V1,
-        "task": (_is_optional_text, "a non-empty string or null"),
-        "head_shape": (
-            _is_shape,
-            "null or a list of positive integers and nulls",
-        ),
-    },
-}
-
-
-def _short(value):
-    """`repr(value)`, cut to a length an error message can quote."""
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
-
-
-def _not_a_delta(path, reason):
-    return f"'{path}' is not a valid beft-keras delta file: {reason}."
 
 
 def _read_checked(
@@ -558,8 +361,8 @@ def _read_checked(
         by the delta's paths.
     """
     path = os.fspath(path)
-    _check_name_argument("task", task)
-    description, values = _read(path)
+    delta_file.check_name_argument("task", task)
+    description, values = delta_file.read(path)
     if not allow_task_mismatch:
         _check_task(path, description["task"], task)
     _check_head(model, path, description["head_shape"])

@@ -1,0 +1,222 @@
+"""The delta file: its format, and reading and checking one.
+
+A delta is a safetensors file whose metadata holds a JSON description of
+the values it stores. `read` checks the file, every field of its
+description and its values before any model sees them; `beft_keras.delta`
+saves deltas and checks them against the model they are loaded on.
+"""
+
+import json
+import os
+import re
+
+import keras
+import numpy as np
+import safetensors
+
+from beft_keras import terms as terms_lib
+
+FORMAT = "beft-keras-delta"
+# Version 2 records the task and the head's output shape; version 1 deltas
+# still load, as made for an unknown task.
+FORMAT_VERSION = 2
+# The role recorded for task-head variables, beside the bias terms.
+HEAD = "head"
+# The safetensors metadata entry that holds the delta's JSON description.
+METADATA_KEY = "beft_keras"
+
+
+# Defined here rather than in `beft_keras.delta`, which imports this
+# module, so that reading and loading raise the one class.
+class DeltaError(ValueError):
+    """A file that is not a valid delta, or a delta that does not fit the
+    model it is loaded on."""
+
+
+def check_name_argument(name, value):
+    """Refuse a `base` or `task` argument that the metadata cannot hold."""
+    if not _is_optional_text(value):
+        raise ValueError(
+            f"`{name}` must be a non-empty str or None. Received: "
+            f"{name}={value!r}"
+        )
+
+
+def terms(roles):
+    """The bias terms among a delta's variable roles, in `TERMS` order."""
+    return [t for t in terms_lib.TERMS if t in roles.values()]
+
+
+def non_finite(values):
+    """The paths of the floating-point arrays in `values` (path -> array)
+    that hold a NaN or an infinity."""
+    return [
+        path
+        for path, value in values.items()
+        if keras.backend.is_float_dtype(
+            keras.backend.standardize_dtype(value.dtype)
+        )
+        and not np.all(np.isfinite(value))
+    ]
+
+
+def read(path):
+    """The description and values of a delta file, validated."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"No delta file at '{path}'.")
+    try:
+        with safetensors.safe_open(path, framework="numpy") as file:
+            metadata = file.metadata() or {}
+            values = {key: file.get_tensor(key) for key in file.keys()}
+    except safetensors.SafetensorError as error:
+        raise DeltaError(_not_a_delta(path, error)) from error
+    description = _description(path, metadata)
+    if set(description["variables"]) != set(values):
+        raise DeltaError(
+            _not_a_delta(
+                path, "its metadata lists other variables than it holds"
+            )
+        )
+    non_finite_paths = non_finite(values)
+    if non_finite_paths:
+        raise DeltaError(
+            f"Delta '{path}' holds NaN or infinite values in variable(s) "
+            f"{sorted(non_finite_paths)}: it was saved from a diverged "
+            "fine-tuning or has been altered. Nothing was loaded."
+        )
+    return description, values
+
+
+def _description(path, metadata):
+    """The delta's JSON description, with every field checked; a version 1
+    description gets `task` and `head_shape` `None`."""
+    if METADATA_KEY not in metadata:
+        raise DeltaError(_not_a_delta(path, "it has no beft-keras metadata"))
+    try:
+        description = json.loads(metadata[METADATA_KEY])
+    except ValueError as error:
+        raise DeltaError(
+            _not_a_delta(
+                path, f"its beft-keras metadata is not JSON ({error})"
+            )
+        ) from None
+    if not (
+        isinstance(description, dict) and description.get("format") == FORMAT
+    ):
+        raise DeltaError(
+            _not_a_delta(path, f"its metadata does not describe a {FORMAT}")
+        )
+    version = description.get("format_version")
+    if type(version) is not int or version not in _FIELDS:
+        newer = type(version) is int and version > FORMAT_VERSION
+        raise DeltaError(
+            _not_a_delta(
+                path,
+                f"its format version {_short(version)} is not one this "
+                f"beft-keras reads ({', '.join(map(str, _FIELDS))})"
+                + ("; upgrade beft-keras to read it" if newer else ""),
+            )
+        )
+    for key, (is_valid, expected) in _FIELDS[version].items():
+        if key not in description:
+            raise DeltaError(
+                _not_a_delta(path, f"its metadata lacks the field '{key}'")
+            )
+        if not is_valid(description[key]):
+            raise DeltaError(
+                _not_a_delta(
+                    path,
+                    f"its metadata field '{key}' must be {expected}; found "
+                    f"{_short(description[key])}",
+                )
+            )
+    if description["terms"] != terms(description["variables"]):
+        raise DeltaError(
+            _not_a_delta(
+                path,
+                f"its metadata field 'terms', {description['terms']}, does "
+                "not list the bias terms of its variables, "
+                f"{terms(description['variables'])}",
+            )
+        )
+    if version == 1:
+        description = dict(description, task=None, head_shape=None)
+    return description
+
+
+def _is_text(value):
+    return isinstance(value, str) and bool(value)
+
+
+def _is_optional_text(value):
+    return value is None or _is_text(value)
+
+
+def _is_fingerprint(value):
+    return isinstance(value, str) and bool(re.fullmatch("[0-9a-f]{64}", value))
+
+
+def _is_terms(value):
+    return isinstance(value, list) and all(
+        isinstance(term, str) and term in terms_lib.TERMS for term in value
+    )
+
+
+def _is_roles(value):
+    roles = terms_lib.TERMS + (HEAD,)
+    return (
+        isinstance(value, dict)
+        and bool(value)
+        and all(isinstance(role, str) for role in value.values())
+        and set(value.values()) <= set(roles)
+    )
+
+
+def _is_shape(value):
+    return value is None or (
+        isinstance(value, list)
+        and bool(value)
+        and all(_is_size(size) for size in value)
+    )
+
+
+def _is_size(value):
+    # `type(...) is int`: JSON `true` is a Python bool, an int subclass.
+    return value is None or (type(value) is int and value > 0)
+
+
+# Every field of a delta's metadata besides `format` and `format_version`,
+# by format version: how to check its value, and what the check expects.
+_FIELDS_V1 = {
+    "base": (_is_optional_text, "a non-empty string or null"),
+    "base_fingerprint": (_is_fingerprint, "a SHA-256 digest, 64 hex digits"),
+    "terms": (_is_terms, f"a list of bias terms from {list(terms_lib.TERMS)}"),
+    "variables": (
+        _is_roles,
+        f"an object mapping variable paths to a bias term or '{HEAD}'",
+    ),
+    "keras_version": (_is_text, "a non-empty string"),
+    "beft_keras_version": (_is_text, "a non-empty string"),
+    "backend": (_is_text, "a non-empty string"),
+}
+_FIELDS = {
+    1: _FIELDS_V1,
+    2: {
+        **_FIELDS_V1,
+        "task": (_is_optional_text, "a non-empty string or null"),
+        "head_shape": (
+            _is_shape,
+            "null or a list of positive integers and nulls",
+        ),
+    },
+}
+
+
+def _short(value):
+    """`repr(value)`, cut to a length an error message can quote."""
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _not_a_delta(path, reason):
+    return f"'{path}' is not a valid beft-keras delta file: {reason}."
