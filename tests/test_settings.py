@@ -42,3 +42,28 @@ def test_siamese_sts_b_has_its_own_settings():
     assert beft_keras.training_settings("mrpc", siamese=True) == (
         beft_keras.training_settings("mrpc")
     )
+
+
+def test_compile_model_is_the_papers_optimizer():
+    """AdamW at the given rate, no weight decay (`transformers`' AdamW, which
+    the paper's code uses; Keras' default decays) and the global gradient
+    norm clipped at 1.0; a weight moves by the rate alone on its first
+    step, as Adam's normalised update with no decay gives."""
+    import keras
+    import numpy as np
+
+    from beft_keras import models
+
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    models.compile_model(model, beft_keras.data.get_task("sst2"), 1e-2)
+    optimizer = model.optimizer
+    assert isinstance(optimizer, keras.optimizers.AdamW)
+    assert (optimizer.weight_decay, optimizer.global_clipnorm) == (0.0, 1.0)
+    before = [keras.ops.convert_to_numpy(v) for v in model.weights]
+    model.train_on_batch(np.ones((4, 3), "float32"), np.array([0, 1, 0, 1]))
+    after = [keras.ops.convert_to_numpy(v) for v in model.weights]
+    # Adam's first step moves each weight with a non-zero gradient by
+    # lr * g / (|g| + eps): lr up to eps; any decay would add lr * wd * w.
+    for b, a in zip(before, after):
+        moved = np.abs(a - b)[np.abs(a - b) > 0]
+        np.testing.assert_allclose(moved, 1e-2, rtol=1e-4)
