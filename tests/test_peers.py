@@ -1,4 +1,4 @@
-"""benchmarks/peers.py without running a fine-tune: the Keras log parser,
+"""benchmarks/peers/ without running a fine-tune: the Keras log parser,
 the run plan, the report writer on a made-up results file; and the
 library's promise never to import transformers or peft."""
 
@@ -10,6 +10,8 @@ import sys
 
 from benchmarks import common
 from benchmarks import peers
+from benchmarks.peers import constants
+from benchmarks.peers import runs as peer_runs
 
 
 def test_keras_epoch_times_reads_step_and_seconds_of_each_epoch(tmp_path):
@@ -23,7 +25,7 @@ def test_keras_epoch_times_reads_step_and_seconds_of_each_epoch(tmp_path):
         "\r1/1 ━━ 0s 50ms/step\r1/1 ━━ 0s 52ms/step\n"
         "beft tune: sst2\n"
     )
-    epochs = peers.keras_epoch_times(str(log))
+    epochs = peer_runs.keras_epoch_times(str(log))
     assert [e["steps"] for e in epochs] == [3, 1]
     assert epochs[0]["seconds"] == 3.0
     # The step time of the last batch's update, the seconds of the
@@ -31,26 +33,26 @@ def test_keras_epoch_times_reads_step_and_seconds_of_each_epoch(tmp_path):
     assert abs(epochs[0]["step_s"] - 0.100) < 1e-9
     assert abs(epochs[1]["step_s"] - 0.050) < 1e-9
     # The first epoch (tracing) is left out of the steady step time.
-    assert abs(peers.steady(epochs) - 0.050) < 1e-9
+    assert abs(peer_runs.steady(epochs) - 0.050) < 1e-9
     # A step Keras rounds to whole seconds: the epoch's seconds per step.
     log.write_text("4/4 ━━ 0s 1s/step\r4/4 ━━ 6s 2s/step\n")
-    assert peers.keras_epoch_times(str(log)) == [
+    assert peer_runs.keras_epoch_times(str(log)) == [
         {"steps": 4, "seconds": 6.0, "step_s": 1.5}]
-    assert peers.steady([]) is None
+    assert peer_runs.steady([]) is None
 
 
 def _args(**overrides):
     values = dict(quick=False, tasks=None, seeds=None, epochs=None,
-                  learning_rate=None, stacks=list(peers.STACKS),
-                  variants=list(peers.VARIANTS))
+                  learning_rate=None, stacks=list(constants.STACKS),
+                  variants=list(constants.VARIANTS))
     values.update(overrides)
     return argparse.Namespace(**values)
 
 
 def test_plan_runs_matched_only_when_it_differs():
     options = {"--pooling", "--pair-encoding"}
-    runs = peers.plan_runs(_args(tasks=["sst2"], seeds=[0], epochs=3),
-                           options)
+    runs = peer_runs.plan_runs(_args(tasks=["sst2"], seeds=[0], epochs=3),
+                               options)
     variants = [(r["backend"], r["variant"]) for r in runs]
     # The paper's SST-2 rate is the library's: `matched` would be `default`.
     assert variants == [("torch", "peft")] + [
@@ -58,7 +60,7 @@ def test_plan_runs_matched_only_when_it_differs():
     assert {r["epochs"] for r in runs} == {3}
     assert {r["learning_rate"] for r in runs} == {4e-4}
 
-    runs = peers.plan_runs(
+    runs = peer_runs.plan_runs(
         _args(tasks=["rte"], seeds=[1], epochs=2, learning_rate=5e-3,
               stacks=["jax"]),
         set(),  # no --pooling: no cls variant
