@@ -223,9 +223,9 @@ def _padding_table(rows, fixed):
            "| padding | dev accuracy | mean wall time |", "|---|---|---|"]
     for name, source in (("buckets", rows), ("fixed", fixed["rows"])):
         mine = select(source, "sst2", "b_v")
-        if mine:
-            wall = np.mean([r["wall_time_s"] for r in mine])
-            out.append(f"| {name} | {_cell(mine)} | {wall:.0f} s |")
+        wall = (f"{np.mean([r['wall_time_s'] for r in mine]):.0f} s"
+                if mine else "-")
+        out.append(f"| {name} | {_cell(mine)} | {wall} |")
     return out + [""]
 
 
