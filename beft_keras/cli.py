@@ -171,8 +171,8 @@ def _add_head_arguments(command):
     command.add_argument(
         "--pair-encoding", choices=["cross", "siamese"],
         help="a sentence pair read together (cross) or each sentence on "
-        "its own (siamese) (default: siamese for STS-B on a "
-        "sentence-transformer, cross otherwise)",
+        "its own (siamese) (default: siamese on a sentence-transformer, "
+        "cross otherwise)",
     )
 
 

@@ -21,6 +21,11 @@ PAIR_ENCODINGS = (CROSS, SIAMESE)
 SECOND = "_2"
 # STS-B's scores run from 0 to 5: the siamese cosine is scaled to them.
 _SIMILARITY_SCALE = 5.0
+# A siamese classifier's logits are a line in the cosine times this scale
+# (sentence-transformers' CoSENT and ranking losses use 20): AdamW moves
+# the line's weights by about the learning rate per step, so unscaled
+# logits could not reach a sharp threshold in the paper's few hundred steps.
+_LOGIT_SCALE = 20.0
 # sentence-transformers' pooling flags -> keras-hub's `pooling_mode`.
 _SENTENCE_TRANSFORMERS_POOLING = {
     "pooling_mode_mean_tokens": MEAN,
@@ -35,12 +40,10 @@ def is_sentence_transformer(model):
 
 
 def default_pair_encoding(model, spec):
-    """Siamese for a similarity score (STS-B) on an embedding model, which
-    was trained to embed each sentence alone and compare by cosine; a
-    cross-encoder otherwise."""
-    if spec.is_regression and len(spec.features) == 2 and (
-        is_sentence_transformer(model)
-    ):
+    """Siamese for a sentence pair (STS-B, RTE, MRPC, ...) on an embedding
+    model, which was trained to embed each sentence alone and compare by
+    cosine; a cross-encoder otherwise."""
+    if len(spec.features) == 2 and is_sentence_transformer(model):
         return SIAMESE
     return CROSS
 
@@ -136,11 +139,17 @@ class SiameseClassifier(_EmbedderHead):
     """A sentence pair read by one embedder, each sentence on its own.
 
     Both sentences are embedded by the same keras-hub `TextEmbedder`
-    (shared weights, so one b_v serves both). For a regression task the
-    output is the cosine similarity of the two embeddings scaled to STS-B's
-    0-5 (sentence-transformers' `CosineSimilarityLoss`, up to that scale);
-    for a classification task, a `Dense` layer on `[u, v, |u - v|]`
-    (Sentence-BERT's NLI head) gives the logits.
+    (shared weights, so one b_v serves both) and compared by the cosine of
+    their embeddings, as a sentence-transformer was trained to. For a
+    regression task the output is that cosine scaled to STS-B's 0-5
+    (sentence-transformers' `CosineSimilarityLoss`, up to that scale); for
+    a classification task a `Dense` layer on the cosine, its output times
+    20, gives the logits: each class wins on a range of similarity, the
+    threshold sentence-transformers' `BinaryClassificationEvaluator` fits
+    for a pair of classes. Its kernel starts small (keras-hub's classifier
+    initialiser, a truncated normal of deviation 0.02), so every class
+    starts about equally likely while the loss already has a gradient
+    with respect to the embedder's biases (the probe's Fisher score).
 
     The inputs are the embedder's, once per sentence: the second sentence's
     features carry the suffix `"_2"` (`token_ids_2`, `padding_mask_2`, ...),
@@ -168,18 +177,21 @@ class SiameseClassifier(_EmbedderHead):
             )
             for name, tensor in first.items()
         }
-        u = embedder(first)
-        v = embedder({name: second[name + SECOND] for name in first})
+        u = keras.ops.normalize(embedder(first), axis=-1)
+        v = keras.ops.normalize(
+            embedder({name: second[name + SECOND] for name in first}), axis=-1
+        )
+        cosine = keras.ops.sum(u * v, axis=-1, keepdims=True)
         if num_classes == 1:
-            u = keras.ops.normalize(u, axis=-1)
-            v = keras.ops.normalize(v, axis=-1)
-            cosine = keras.ops.sum(u * v, axis=-1, keepdims=True)
             outputs = cosine * _SIMILARITY_SCALE
         else:
-            features = keras.ops.concatenate(
-                [u, v, keras.ops.abs(u - v)], axis=-1
-            )
-            outputs = keras.layers.Dense(num_classes, name="logits")(features)
+            outputs = keras.layers.Dense(
+                num_classes,
+                kernel_initializer=keras.initializers.TruncatedNormal(
+                    stddev=0.02
+                ),
+                name="logits",
+            )(cosine) * _LOGIT_SCALE
         super().__init__(inputs={**first, **second}, outputs=outputs, **kwargs)
         self.embedder = embedder
         self.backbone = embedder.backbone

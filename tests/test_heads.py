@@ -11,6 +11,7 @@ import pytest
 
 import beft_keras
 from beft_keras import cli
+from beft_keras import gradients
 from tests.conftest import WORDS
 from tests.conftest import bert_inputs
 
@@ -41,38 +42,76 @@ def test_similarity_is_the_scaled_cosine(bert_preset):
     assert beft_keras.head_variables(model) == []
 
 
-def test_classification_reads_u_v_and_their_difference(bert_preset):
+def test_classification_is_a_line_in_the_cosine(bert_preset):
     embedder = _embedder(bert_preset)
     model = beft_keras.SiameseClassifier(embedder, num_classes=3)
-    first, second, inputs = _pair(2)
-    u = keras.ops.convert_to_numpy(embedder(first))
-    v = keras.ops.convert_to_numpy(embedder(second))
     dense = model.get_layer("logits")
+    # Small, not zero: classes start about equally likely, and the loss
+    # already depends on the embedder.
     kernel = keras.ops.convert_to_numpy(dense.kernel)
-    bias = keras.ops.convert_to_numpy(dense.bias)
-    expected = np.concatenate([u, v, np.abs(u - v)], axis=1) @ kernel + bias
-    output = keras.ops.convert_to_numpy(model(inputs, training=False))
-    np.testing.assert_allclose(output, expected, rtol=1e-5, atol=1e-6)
-    assert kernel.shape == (3 * 8, 3)
-
-
-def _write_stsb(folder):
+    assert np.all(kernel != 0) and np.all(np.abs(kernel) <= 0.04)
     rng = np.random.default_rng(0)
-    os.makedirs(folder / "stsb")
+    kernel = rng.normal(size=(1, 3)).astype("float32")
+    bias = rng.normal(size=(3,)).astype("float32")
+    dense.set_weights([kernel, bias])
+    first, second, inputs = _pair(2)
+    u = keras.ops.convert_to_numpy(embedder(first)).astype("float64")
+    v = keras.ops.convert_to_numpy(embedder(second)).astype("float64")
+    cosine = (u * v).sum(1) / np.linalg.norm(u, axis=1) / np.linalg.norm(v, axis=1)
+    expected = 20.0 * (cosine[:, None] * kernel + bias)
+    output = keras.ops.convert_to_numpy(model(inputs, training=False))
+    np.testing.assert_allclose(output, expected, rtol=1e-4, atol=1e-4)
+    assert [w.path for w in beft_keras.head_variables(model)] == [
+        dense.kernel.path, dense.bias.path
+    ]
+
+
+def test_a_fresh_classifier_passes_gradient_to_the_biases(bert_preset):
+    """The probe's Fisher score is measured at the starting weights: a
+    zero head would give every bias a zero gradient there."""
+    model = beft_keras.SiameseClassifier(_embedder(bert_preset), 2)
+    beft_keras.BiasOnlyTrainable("value").apply(model)
+    model.compile(
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    )
+    _, _, inputs = _pair(6)
+    labels = np.array([0, 1, 1, 0])
+    grads = gradients.loss_gradient_function(model)(inputs, labels)
+    paths = [v.path for v in model.trainable_variables]
+    values = [g for g, p in zip(grads, paths) if "value" in p]
+    assert len(values) == 2 and all(np.any(g != 0) for g in values)
+
+
+def _write_pairs(folder, task):
+    """A pair task's TSV files: STS-B scores (0-5) or RTE labels (0 =
+    entailment), both from the words the two sentences share."""
+    rng = np.random.default_rng(0)
+    os.makedirs(folder / task)
     for split in ("train", "dev"):
         lines = ["sentence1\tsentence2\tlabel"]
         for _ in range(24):
             a, b = rng.choice(WORDS, 3), rng.choice(WORDS, 3)
-            score = 5.0 * len(set(a) & set(b)) / 3
-            lines.append(f"{' '.join(a)}\t{' '.join(b)}\t{score:.2f}")
-        (folder / "stsb" / f"{split}.tsv").write_text("\n".join(lines) + "\n")
+            shared = len(set(a) & set(b))
+            label = f"{5.0 * shared / 3:.2f}" if task == "stsb" else (
+                str(int(shared == 0))
+            )
+            lines.append(f"{' '.join(a)}\t{' '.join(b)}\t{label}")
+        (folder / task / f"{split}.tsv").write_text("\n".join(lines) + "\n")
     return folder
 
 
-def test_siamese_sts_b_from_the_command(classifier_preset, tmp_path, capsys):
-    data_dir = _write_stsb(tmp_path / "glue")
+@pytest.mark.parametrize(
+    "task, metric, trainable",
+    # The value biases of two layers; a cosine has no head to train, a
+    # classifier a line in it per class.
+    [("stsb", "pearson", 2 * 8), ("rte", "accuracy", 2 * 8 + 2 * 2)],
+)
+def test_siamese_pairs_from_the_command(
+    task, metric, trainable, classifier_preset, tmp_path, capsys
+):
+    data_dir = _write_pairs(tmp_path / "glue", task)
     output = tmp_path / "out"
-    args = ["--task", "stsb", "--model", classifier_preset,
+    args = ["--task", task, "--model", classifier_preset,
             "--sequence-length", "12", "--pair-encoding", "siamese",
             "--pooling", "mean"]
     assert cli.main(
@@ -82,19 +121,16 @@ def test_siamese_sts_b_from_the_command(classifier_preset, tmp_path, capsys):
     ) == 0
     results = json.loads((output / "results.json").read_text())
     assert results["runs"][0]["head"] == "siamese mean"
-    # The value biases of two layers; a cosine has no head to train.
-    assert results["trainable_params"] == 2 * 8
+    assert results["trainable_params"] == trainable
     capsys.readouterr()
     assert cli.main(
-        ["predict", *args, "--input", str(data_dir / "stsb" / "dev.tsv"),
+        ["predict", *args, "--input", str(data_dir / task / "dev.tsv"),
          "--delta", str(output / "seed_0" / "delta.safetensors"),
          "--output", str(tmp_path / "predictions.tsv")]
     ) == 0
     printed = capsys.readouterr().out
-    pearson = float(printed.split("pearson: ")[1].split()[0])
-    assert pearson == pytest.approx(
-        results["metrics"]["pearson"]["mean"], abs=1e-4
-    )
+    score = float(printed.split(f"{metric}: ")[1].split()[0])
+    assert score == pytest.approx(results["metrics"][metric]["mean"], abs=1e-4)
 
 
 def test_siamese_needs_a_pair(classifier_preset, tmp_path, capsys):
@@ -116,12 +152,15 @@ def test_default_pair_encoding(tmp_path):
     from beft_keras import heads
 
     assert heads.default_pair_encoding(str(tmp_path), stsb) == "cross"
+    assert heads.default_pair_encoding(str(tmp_path), rte) == "cross"
     (tmp_path / "1_Pooling").mkdir()
     (tmp_path / "1_Pooling" / "config.json").write_text(
         '{"pooling_mode_mean_tokens": true}'
     )
     assert heads.default_pair_encoding(str(tmp_path), stsb) == "siamese"
-    assert heads.default_pair_encoding(str(tmp_path), rte) == "cross"
+    assert heads.default_pair_encoding(str(tmp_path), rte) == "siamese"
+    sst2 = beft_keras.get_task("sst2")
+    assert heads.default_pair_encoding(str(tmp_path), sst2) == "cross"
 
 
 def test_heads_number_the_backbone_layers_once(bert_preset):
@@ -145,7 +184,10 @@ def test_heads_round_trip_through_their_config(head, bert_preset):
         model = beft_keras.PooledClassifier(embedder, 3, dropout=0.2)
         inputs, _ = bert_inputs(4)
     else:
-        model = beft_keras.SiameseClassifier(embedder, 1)
+        model = beft_keras.SiameseClassifier(embedder, 2)
+        model.get_layer("logits").set_weights(
+            [np.array([[1.0, -1.0]], "float32"), np.array([0.5, 0.0], "float32")]
+        )
         _, _, inputs = _pair(4)
     clone = type(model).from_config(model.get_config())
     clone.set_weights(model.get_weights())

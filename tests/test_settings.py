@@ -34,9 +34,12 @@ def test_unknown_kind_or_task():
         beft_keras.training_settings("nope")
 
 
-def test_siamese_sts_b_has_its_own_settings():
+def test_siamese_heads_have_their_own_settings():
     assert beft_keras.training_settings("stsb", siamese=True) == (
         beft_keras.TrainingSettings(1e-3, 15)
+    )
+    assert beft_keras.training_settings("rte", siamese=True) == (
+        beft_keras.TrainingSettings(1e-3, 10)
     )
     # Only where one was measured; the paper's otherwise.
     assert beft_keras.training_settings("mrpc", siamese=True) == (
