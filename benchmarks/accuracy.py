@@ -4,7 +4,8 @@ benchmark.
 
 For each seed and task (low regime, full dev set) the script loads the
 classifier once, with the library's default head for the model or the one
-`--pooling` names, keeps a copy of its starting weights (pretrained body,
+`--pooling` names (a cross-encoder: a sentence pair read together, as the
+paper's code reads it), keeps a copy of its starting weights (pretrained body,
 seeded head), runs the BEFT probe (all biases, 1 epoch, Fisher on 32
 batches), and then, starting every time from that copy, fine-tunes each
 method with `beft_keras.pipeline.tune` at the library's default learning
@@ -53,8 +54,9 @@ def main(argv=None):
                         choices=METHOD_ORDER)
     parser.add_argument(
         "--pooling", choices=("cls", "mean"), default=None,
-        help="The encoder's head (see `beft --pooling`); default: the "
-        "model's own. Results go to accuracy_<backend>_<pooling>.json.",
+        help="The encoder's head (see `beft --pooling`), reading a sentence "
+        "pair together; default: the model's own head. Results go to "
+        "accuracy_<backend>_<pooling>.json.",
     )
     parser.add_argument(
         "--fixed-padding", action="store_true",
@@ -125,6 +127,7 @@ def worker(args):
     import keras
 
     from beft_keras import data
+    from beft_keras import heads
     from beft_keras import models
     from beft_keras import pipeline
     from benchmarks import methods as methods_lib
@@ -160,6 +163,7 @@ def worker(args):
             sequence_length=args.sequence_length, buckets=buckets,
             max_examples=(16, 32) if args.quick else None,
             pooling=args.pooling,
+            pair_encoding=heads.CROSS if args.pooling else None,
         )
         # Every method starts from these weights: pretrained body, seeded
         # head.

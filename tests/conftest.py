@@ -200,6 +200,24 @@ def write_sst2_task(folder, num_train=48, num_dev=16):
     return folder
 
 
+def write_pair_task(folder, task):
+    """A pair task's TSV files: STS-B scores (0-5) or RTE labels (0 =
+    entailment), both from the words the two sentences share."""
+    rng = np.random.default_rng(0)
+    os.makedirs(folder / task)
+    for split in ("train", "dev"):
+        lines = ["sentence1\tsentence2\tlabel"]
+        for _ in range(24):
+            a, b = rng.choice(WORDS, 3), rng.choice(WORDS, 3)
+            shared = len(set(a) & set(b))
+            label = f"{5.0 * shared / 3:.2f}" if task == "stsb" else (
+                str(int(shared == 0))
+            )
+            lines.append(f"{' '.join(a)}\t{' '.join(b)}\t{label}")
+        (folder / task / f"{split}.tsv").write_text("\n".join(lines) + "\n")
+    return folder
+
+
 def write_squad_task(folder, num_train=24, num_dev=8):
     """A tiny SQuAD-like task as TSV files under `folder`: the answer is
     the adjective of the context."""

@@ -8,6 +8,7 @@ import keras
 from benchmarks import accuracy
 from benchmarks import report
 from benchmarks import step_cost
+from tests.conftest import write_pair_task
 from tests.conftest import write_sst2_task
 
 
@@ -62,3 +63,27 @@ def beft_keras_json(results, name):
 
     with open(os.path.join(results, name)) as f:
         return json.load(f)
+
+
+def test_pooling_variant_reads_pairs_together(classifier_preset, tmp_path):
+    """On a sentence-transformer a pair is siamese by default; the
+    `--pooling` variants (the paper's heads) read it as a cross-encoder."""
+    import shutil
+
+    preset = str(tmp_path / "sentence_transformer")
+    shutil.copytree(classifier_preset, preset)
+    os.makedirs(os.path.join(preset, "1_Pooling"))
+    with open(os.path.join(preset, "1_Pooling", "config.json"), "w") as f:
+        f.write('{"pooling_mode_mean_tokens": true}')
+    data_dir = str(write_pair_task(tmp_path / "glue", "rte"))
+    results = str(tmp_path / "results")
+    args = ["--quick", "--worker", "--model", preset, "--data-dir", data_dir,
+            "--results", results, "--sequence-length", "12", "--tasks", "rte",
+            "--methods", "head"]
+    assert accuracy.main(args) == 0
+    assert accuracy.main(args + ["--pooling", "mean"]) == 0
+    backend = keras.backend.backend()
+    default = beft_keras_json(results, f"accuracy_{backend}_quick.json")
+    mean = beft_keras_json(results, f"accuracy_{backend}_mean_quick.json")
+    assert [r["head"] for r in default["rows"]] == ["siamese mean"]
+    assert [r["head"] for r in mean["rows"]] == ["mean"]

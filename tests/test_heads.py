@@ -12,8 +12,8 @@ import pytest
 import beft_keras
 from beft_keras import cli
 from beft_keras import gradients
-from tests.conftest import WORDS
 from tests.conftest import bert_inputs
+from tests.conftest import write_pair_task
 
 
 def _embedder(bert_preset):
@@ -82,24 +82,6 @@ def test_a_fresh_classifier_passes_gradient_to_the_biases(bert_preset):
     assert len(values) == 2 and all(np.any(g != 0) for g in values)
 
 
-def _write_pairs(folder, task):
-    """A pair task's TSV files: STS-B scores (0-5) or RTE labels (0 =
-    entailment), both from the words the two sentences share."""
-    rng = np.random.default_rng(0)
-    os.makedirs(folder / task)
-    for split in ("train", "dev"):
-        lines = ["sentence1\tsentence2\tlabel"]
-        for _ in range(24):
-            a, b = rng.choice(WORDS, 3), rng.choice(WORDS, 3)
-            shared = len(set(a) & set(b))
-            label = f"{5.0 * shared / 3:.2f}" if task == "stsb" else (
-                str(int(shared == 0))
-            )
-            lines.append(f"{' '.join(a)}\t{' '.join(b)}\t{label}")
-        (folder / task / f"{split}.tsv").write_text("\n".join(lines) + "\n")
-    return folder
-
-
 @pytest.mark.parametrize(
     "task, metric, trainable",
     # The value biases of two layers; a cosine has no head to train, a
@@ -109,7 +91,7 @@ def _write_pairs(folder, task):
 def test_siamese_pairs_from_the_command(
     task, metric, trainable, classifier_preset, tmp_path, capsys
 ):
-    data_dir = _write_pairs(tmp_path / "glue", task)
+    data_dir = write_pair_task(tmp_path / "glue", task)
     output = tmp_path / "out"
     args = ["--task", task, "--model", classifier_preset,
             "--sequence-length", "12", "--pair-encoding", "siamese",
