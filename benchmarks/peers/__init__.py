@@ -15,7 +15,7 @@ input (128 tokens), on the CPU:
 - `tensorflow`, `jax`, `torch`: `beft tune --terms value` in a
   subprocess with `KERAS_BACKEND` set, in up to three variants:
   `default` (the library's own head and learning rate: mean pooling on
-  this sentence-transformer, siamese STS-B), `matched` (PEFT's learning
+  this sentence-transformer, siamese pairs), `matched` (PEFT's learning
   rate and epochs passed explicitly; run only when they differ from the
   library's defaults, otherwise `default` is that run) and `cls`
   (`--pooling cls`, and `--pair-encoding cross` for sentence pairs: the

@@ -83,7 +83,7 @@ def _setup_section():
         "the head |",
         "| head | [CLS] -> pretrained pooler (frozen) -> dropout -> linear | "
         "`default`: mean pooling (the preset's own, sentence-transformers), "
-        "STS-B siamese cosine; `cls`: the preset's [CLS] pooler classifier "
+        "sentence pairs siamese (cosine); `cls`: the preset's [CLS] pooler classifier "
         "(and a cross-encoder for sentence pairs), as PEFT |",
         "| loop | `Trainer`: AdamW (torch), linear decay to 0, no warm-up, "
         "weight decay 0, `max_grad_norm=1.0` | `model.fit`: Keras AdamW, "
