@@ -78,6 +78,7 @@ def _row(stack, backend, variant, wall, metric, step):
         "head": "cls", "main_metric": "accuracy",
         "main_metric_value": metric, "trainable_params": 3074,
         "artifact_bytes": 13304 if stack == "peft" else 14040,
+        **({"config_bytes": 912} if stack == "peft" else {}),
         "process_wall_s": wall, "cpu_s": wall * 1.5, "peak_rss_mib": 1000.0,
         "steady_step_s": step, "steps": 189,
         "phases": {"train_s": wall / 2, "import_s": 5.0},
@@ -110,6 +111,7 @@ def test_report_reads_every_figure_from_the_json(tmp_path):
     # beft-keras / PEFT: wall 0.50, step 0.50, metric +0.02.
     assert "| jax | default | 3 / 3 | 0.50 | 0.50 |" in text
     assert "+0.0200" in text
+    assert "| 13,304 (+ 912 config) |" in text and "| 14,040 |" in text
     assert "rte seed 0" in text  # missing rows are listed
     assert "fewer epochs than the paper's" in text
 

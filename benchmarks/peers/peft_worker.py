@@ -140,6 +140,11 @@ def peft_worker(args):
         "resolved_epochs": args.epochs,
         "artifact": "adapter_model.safetensors",
         "artifact_bytes": os.path.getsize(adapter),
+        # `PeftModel.from_pretrained` needs it beside the adapter file; a
+        # beft-keras delta carries its own description.
+        "config_bytes": os.path.getsize(
+            os.path.join(adapter_dir, "adapter_config.json")
+        ),
         "adapter_files": sorted(os.listdir(adapter_dir)),
         "phases": phases,
         "steps": int(train_output.global_step),

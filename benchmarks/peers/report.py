@@ -91,7 +91,8 @@ def _setup_section():
         "| padding | dynamic, to the longest in each batch "
         "(`DataCollatorWithPadding`), batches drawn at random | batches "
         "drawn within length buckets, padded to 16/32/64/128 |",
-        "| saved | `trainer.save_model`: `adapter_model.safetensors` | "
+        "| saved | `trainer.save_model`: `adapter_model.safetensors`, "
+        "loaded with the `adapter_config.json` beside it | "
         "`delta.safetensors` in `seed_<n>/` |",
         "",
         "Variants of beft-keras: `default` is the command with the "
@@ -234,7 +235,7 @@ def _results_sections(payload, title, note=None):
                 f"{r['epochs']} | {r['learning_rate']:g} | {r.get('head')} | "
                 f"{r['main_metric']} "
                 f"{formatting.fmt(r['main_metric_value'], 4)} | "
-                f"{r['trainable_params']:,} | {r['artifact_bytes']:,} | "
+                f"{r['trainable_params']:,} | {_artifact(r)} | "
                 f"{formatting.fmt(r['process_wall_s'], 1)} | "
                 f"{formatting.fmt(r['cpu_s'], 1)} | "
                 f"{formatting.fmt(startup, 1)} | "
@@ -343,6 +344,14 @@ def _row_order(row):
 
 def _difference(a, b):
     return None if a is None or b is None else a - b
+
+
+def _artifact(row):
+    """The saved file's bytes, and those of the config PEFT needs to load
+    it where the row recorded them."""
+    config = row.get("config_bytes")
+    extra = f" (+ {config:,} config)" if config else ""
+    return f"{row['artifact_bytes']:,}{extra}"
 
 
 def _ms(seconds):
