@@ -23,6 +23,11 @@ def _embedder(bert_preset):
     )
 
 
+def _cosine(u, v):
+    norms = np.linalg.norm(u, axis=1) * np.linalg.norm(v, axis=1)
+    return (u * v).sum(1) / norms
+
+
 def _pair(seed):
     first, _ = bert_inputs(4, seed=seed)
     second, _ = bert_inputs(4, seed=seed + 1)
@@ -35,7 +40,7 @@ def test_similarity_is_the_scaled_cosine(bert_preset):
     first, second, inputs = _pair(0)
     u = keras.ops.convert_to_numpy(embedder(first)).astype("float64")
     v = keras.ops.convert_to_numpy(embedder(second)).astype("float64")
-    cosine = (u * v).sum(1) / np.linalg.norm(u, axis=1) / np.linalg.norm(v, axis=1)
+    cosine = _cosine(u, v)
     output = keras.ops.convert_to_numpy(model(inputs, training=False))
     np.testing.assert_allclose(output[:, 0], 5.0 * cosine, rtol=1e-5)
     # No head: the embedder's biases are all that can train.
@@ -57,7 +62,7 @@ def test_classification_is_a_line_in_the_cosine(bert_preset):
     first, second, inputs = _pair(2)
     u = keras.ops.convert_to_numpy(embedder(first)).astype("float64")
     v = keras.ops.convert_to_numpy(embedder(second)).astype("float64")
-    cosine = (u * v).sum(1) / np.linalg.norm(u, axis=1) / np.linalg.norm(v, axis=1)
+    cosine = _cosine(u, v)
     expected = 20.0 * (cosine[:, None] * kernel + bias)
     output = keras.ops.convert_to_numpy(model(inputs, training=False))
     np.testing.assert_allclose(output, expected, rtol=1e-4, atol=1e-4)
@@ -168,7 +173,8 @@ def test_heads_round_trip_through_their_config(head, bert_preset):
     else:
         model = beft_keras.SiameseClassifier(embedder, 2)
         model.get_layer("logits").set_weights(
-            [np.array([[1.0, -1.0]], "float32"), np.array([0.5, 0.0], "float32")]
+            [np.array([[1.0, -1.0]], "float32"),
+             np.array([0.5, 0.0], "float32")]
         )
         _, _, inputs = _pair(4)
     clone = type(model).from_config(model.get_config())

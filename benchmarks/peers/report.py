@@ -83,8 +83,8 @@ def _setup_section():
         "the head |",
         "| head | [CLS] -> pretrained pooler (frozen) -> dropout -> linear | "
         "`default`: mean pooling (the preset's own, sentence-transformers), "
-        "sentence pairs siamese (cosine); `cls`: the preset's [CLS] pooler classifier "
-        "(and a cross-encoder for sentence pairs), as PEFT |",
+        "sentence pairs siamese (cosine); `cls`: the preset's [CLS] pooler "
+        "classifier (and a cross-encoder for sentence pairs), as PEFT |",
         "| loop | `Trainer`: AdamW (torch), linear decay to 0, no warm-up, "
         "weight decay 0, `max_grad_norm=1.0` | `model.fit`: Keras AdamW, "
         "constant rate, weight decay 0, `global_clipnorm=1.0` |",
