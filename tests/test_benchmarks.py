@@ -87,3 +87,35 @@ def test_pooling_variant_reads_pairs_together(classifier_preset, tmp_path):
     mean = beft_keras_json(results, f"accuracy_{backend}_mean_quick.json")
     assert [r["head"] for r in default["rows"]] == ["siamese mean"]
     assert [r["head"] for r in mean["rows"]] == ["mean"]
+
+
+def test_selection_counts_head_only_as_b_k_where_b_k_did_not_run():
+    from benchmarks import selection
+
+    def row(seed, method, score):
+        return {"task": "rte", "seed": seed, "method": method,
+                "score": score}
+
+    def probe(seed, chosen):
+        return {"task": "rte", "seed": seed, "averages": {},
+                "selected": {"beft": chosen, "magnitude": "key",
+                             "fisher": "query"}}
+
+    accuracy = {
+        "rows": [row(0, "b_q", 0.5), row(0, "b_v", 0.6), row(0, "b_k", 0.7),
+                 row(0, "head", 0.1),  # b_k ran on seed 0: it counts.
+                 row(1, "head", 0.55), row(1, "b_q", 0.5), row(1, "b_v", 0.6),
+                 row(2, "b_v", 0.6), row(2, "b_q", 0.5)],  # no b_k, no head
+        "probes": [probe(0, "value"), probe(1, "value"), probe(2, "value")],
+    }
+    result = selection.selection_quality(accuracy)
+    assert [(c["seed"], c["dev_score"], c["best"])
+            for c in result["cases"]] == [
+        (0, {"query": 0.5, "key": 0.7, "value": 0.6}, ["key"]),
+        (1, {"query": 0.5, "key": 0.55, "value": 0.6}, ["value"]),
+    ]
+    assert result["agreement"] == {
+        "beft": {"agree": 1, "cases": 2, "rate": 0.5},
+        "magnitude": {"agree": 1, "cases": 2, "rate": 0.5},
+        "fisher": {"agree": 0, "cases": 2, "rate": 0.0},
+    }

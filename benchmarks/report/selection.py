@@ -40,7 +40,9 @@ def _intro(backend, payload, trained):
     return (
         f"Backend {backend}. For each task and seed: the term each score "
         f"chose from that seed's probe{probe} and the term among b_q, b_k, "
-        "b_v whose fine-tuning scored best on dev in section 3." + tie
+        "b_v whose fine-tuning scored best on dev in section 3 (b_k's "
+        "score is head-only's where b_k did not run: the key bias gets no "
+        "gradient, so the two train the same)." + tie
     )
 
 
