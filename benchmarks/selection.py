@@ -1,11 +1,11 @@
 """Selection quality: does each score pick the term that trains best?
 
 For every task and seed of `benchmarks/results/accuracy_<backend>.json`
-that has both a probe and the b_q, b_k and b_v rows, the term chosen by
-BEFT, magnitude and Fisher (from that seed's probe) is compared with the
-term among query, key and value whose fine-tuning scored best on the dev
-set, head-only standing in for b_k where b_k did not run (the key bias
-gets no gradient, so they train the same). Terms within `--tie` of the
+that has a probe and the b_q, b_k (or head-only) and b_v rows, the term
+chosen by BEFT, magnitude and Fisher (from that seed's probe) is compared
+with the term among query, key and value whose fine-tuning scored best on
+the dev set, head-only standing in for b_k where b_k did not run (the key
+bias gets no gradient, so they train the same). Terms within `--tie` of the
 best count as best too. No training happens here, so there is no worker
 per backend and `--quick` only reads the quick accuracy results.
 

@@ -21,7 +21,8 @@ def section(chosen, scores, docs_dir, suffix):
         out += [_row(case) for case in payload["cases"]]
         if not payload["cases"]:
             out += ["", "**No complete case yet**: a case needs the probe "
-                    "and the b_q, b_k and b_v rows of one task and seed.", ""]
+                    "and the b_q, b_k (or head-only) and b_v rows of one task "
+                    "and seed.", ""]
             continue
         out += ["", _agreement(payload["agreement"]), ""]
         plot = plots.scores(payload, scores.get(backend), accuracy.TASKS,
