@@ -70,9 +70,9 @@ def test_plan_runs_matched_only_when_it_differs():
     assert runs[0]["pair"] is True
 
 
-def _row(stack, backend, variant, wall, metric, step):
+def _row(stack, backend, variant, wall, metric, step, seed=0, epochs=3):
     return {
-        "task": "sst2", "seed": 0, "epochs": 3, "learning_rate": 4e-4,
+        "task": "sst2", "seed": seed, "epochs": epochs, "learning_rate": 4e-4,
         "stack": stack, "backend": backend, "variant": variant,
         "train_examples": 1000, "dev_examples": 872, "status": "ok",
         "head": "cls", "main_metric": "accuracy",
@@ -114,6 +114,53 @@ def test_report_reads_every_figure_from_the_json(tmp_path):
     assert "| 13,304 (+ 912 config) |" in text and "| 14,040 |" in text
     assert "rte seed 0" in text  # missing rows are listed
     assert "fewer epochs than the paper's" in text
+    # Over seeds: one seed prints no std; end to end 100 / 50 s, fit 50 / 25.
+    assert ("| beft-keras | jax | default | cls | accuracy 0.8200 (1) | "
+            "50.0 | 2.00x | 2.00x | 14,040 |") in text
+    assert "| at least 3x faster end to end on one backend | - | not run |" \
+        in text
+
+
+def test_report_targets_over_seeds(tmp_path):
+    """Issue #15's targets from the `cls` rows at 16 epochs, paired by
+    seed: speed-up = PEFT's summed wall time over ours."""
+    environment = {
+        "machine": {"cpu_model": "Test CPU", "nproc": 2, "usable_cpus": 2,
+                    "memory_gib": 8.0, "platform": "Linux-test"},
+        "versions": {}, "started": "2026-01-01 00:00:00 UTC", "nice": 0,
+        "argv": [], "pooling_option": True,
+    }
+    rows = []
+    for seed, (peft_wall, peft_acc) in enumerate([(300.0, 0.70),
+                                                  (200.0, 0.74)]):
+        rows.append(_row("peft", "torch", "peft", peft_wall, peft_acc, 0.3,
+                         seed=seed, epochs=16))
+        for backend, wall, acc in [("tensorflow", peft_wall / 4, 0.73),
+                                   ("jax", peft_wall / 2, 0.71),
+                                   ("torch", peft_wall, 0.72)]:
+            rows.append(_row("beft-keras", backend, "cls", wall, acc, 0.1,
+                             seed=seed, epochs=16))
+    payload = {"name": "peers", "invocations": [environment], "rows": rows}
+    results = tmp_path / "results"
+    common.write_json(str(results / "peers.json"), payload)
+    output = tmp_path / "peers.md"
+    assert peers.main(["--report", "--results", str(results),
+                       "--output", str(output)]) == 0
+    text = output.read_text()
+    # PEFT 0.70 and 0.74: mean 0.72, sample std 0.0283.
+    assert "| peft | torch | peft | cls | accuracy 0.7200 ± 0.0283 (2) |" \
+        in text
+    speeds = "tensorflow 4.00x, jax 2.00x, torch 1.00x"
+    assert (f"| at least 3x faster end to end on one backend | {speeds} | "
+            "met so far (2 of 3 seeds) |") in text
+    assert (f"| at least 1.5x faster on each backend | {speeds} | "
+            "**missed** so far (2 of 3 seeds) |") in text
+    assert ("| jax: dev accuracy not lower than PEFT's (mean) | "
+            "0.7100 vs 0.7200 | **missed** so far") in text
+    assert ("| tensorflow: dev accuracy not lower than PEFT's (mean) | "
+            "0.7300 vs 0.7200 | met so far") in text
+    assert ("| the delta no larger than PEFT's adapter file | "
+            "14,040 vs 13,304 bytes | **missed** so far") in text
 
 
 def test_library_never_imports_transformers_or_peft():

@@ -14,6 +14,7 @@ TASKS = ("sst2", "rte", "stsb")
 # at these, and so does every beft-keras variant but `default` (whose
 # learning rate is the library's own).
 PAPER_SETTINGS = {"sst2": (4e-4, 16), "rte": (1e-3, 30), "stsb": (1e-4, 60)}
+SEEDS = (0, 1, 2)
 BATCH_SIZE = 16
 MAX_LENGTH = 128
 QUICK_TRAIN, QUICK_DEV = 64, 256

@@ -7,10 +7,17 @@ import statistics
 import sys
 import time
 
+import numpy as np
+
 from benchmarks import common
 from benchmarks.peers import constants
 from benchmarks.peers import formatting
 from benchmarks.peers import runs
+from benchmarks.report.formatting import mean_std
+
+# Issue #15: end to end, PEFT's time over ours on the best backend and on
+# every backend.
+BEST_SPEEDUP, EACH_SPEEDUP = 3.0, 1.5
 
 
 def write_report(results, output):
@@ -37,7 +44,8 @@ def write_report(results, output):
     source = full if full is not None else quick
     lines += _machine_section(source, quick if full is not None else None)
     if full is not None and full["rows"]:
-        lines += _results_sections(full, "Results")
+        lines += _summary_section(full)
+        lines += _results_sections(full, "Results, run by run")
         lines += _missing_section(full)
     else:
         lines += ["## Results", "",
@@ -134,6 +142,7 @@ def _machine_section(payload, quick=None):
     rows = payload["rows"] + (quick["rows"] if quick else [])
     loads = [r["load_average_before"][0] for r in rows
              if "load_average_before" in r]
+    busy = sum(load > machine["nproc"] + 1 for load in loads)
     lines = [
         "## Machine, load and commands",
         "",
@@ -142,18 +151,16 @@ def _machine_section(payload, quick=None):
         "no GPU; every run on the CPU.",
         f"- Platform: {machine['platform']}.",
         f"- Versions: {versions}.",
-        "- **The machine was shared** with other jobs during every run "
-        "(a process training models continuously under `nice 19`, and at "
-        "times other engineers' tests and runs); "
-        "the benchmark ran under `nice -n "
-        f"{first.get('nice', '?')}`. 1-minute load averages when each run "
-        "started, on "
+        "- Load: 1-minute load averages when each run started, on "
         f"{machine['nproc']} cores: "
         + (f"min {min(loads):.2f}, median {statistics.median(loads):.2f}, "
-           f"max {max(loads):.2f}" if loads else "none recorded")
-        + " (each row's own is in the tables). Absolute times are inflated "
-        "and noisy; CPU seconds are less sensitive to the load than wall "
-        "time.",
+           f"max {max(loads):.2f}; {busy} of {len(loads)} above "
+           f"{machine['nproc'] + 1} (other jobs shared the machine then)"
+           if loads else "none recorded")
+        + " (each row's own is in the tables; a run that starts as the "
+        "previous one ends carries its load). Where other jobs ran, "
+        "absolute times are inflated and noisy; CPU seconds are less "
+        "sensitive to the load than wall time.",
         "- Threads: every run's environment had `OMP_WAIT_POLICY` = "
         + ", ".join(f"`{v}`" for v in sorted({str(r.get("omp_wait_policy"))
                                              for r in rows}))
@@ -250,6 +257,135 @@ def _results_sections(payload, title, note=None):
     return lines
 
 
+def _summary_section(payload):
+    """Means over seeds for each task and schedule, the speed-up over
+    PEFT, and issue #15's targets."""
+    ok = [r for r in payload["rows"] if r.get("status") == "ok"]
+    lines = ["## Over seeds", "",
+             "Each stack's mean over the seeds it ran (metric: mean ± "
+             "sample std, seeds in brackets). **Faster** is PEFT's time "
+             "over beft-keras', summed over the seeds both ran (above 1: "
+             "beft-keras is faster): end to end (the whole process) and "
+             "the fit alone.", ""]
+    settings = sorted({(r["task"], r["epochs"]) for r in ok})
+    for task, epochs in settings:
+        rows = [r for r in ok if (r["task"], r["epochs"]) == (task, epochs)]
+        peft = {r["seed"]: r for r in rows if r["stack"] == constants.PEFT}
+        lines += [f"### {task}, {epochs} epochs", "",
+                  "| stack | backend | variant | head | dev metric | wall s "
+                  "| faster end to end | faster fit | artifact (bytes) |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for (stack, backend, variant), group in _by_stack(rows):
+            faster = (
+                ("", "") if stack == constants.PEFT
+                else (_speedup(group, peft, _wall),
+                      _speedup(group, peft, _train))
+            )
+            lines.append(
+                f"| {stack} | {backend} | {variant} | {group[0].get('head')} "
+                f"| {group[0]['main_metric']} "
+                f"{mean_std([r['main_metric_value'] for r in group])} | "
+                f"{formatting.fmt(_mean(group, 'process_wall_s'), 1)} | "
+                f"{faster[0]} | {faster[1]} | {_artifact(group[0])} |")
+        lines.append("")
+    lines += _targets(ok)
+    return lines
+
+
+def _targets(ok):
+    """Issue #15's targets on SST-2 at the paper's epochs, measured with
+    the `cls` variant: the same [CLS]-pooler head as PEFT's model."""
+    task = "sst2"
+    epochs = constants.PAPER_SETTINGS[task][1]
+    rows = [r for r in ok if (r["task"], r["epochs"]) == (task, epochs)]
+    peft = {r["seed"]: r for r in rows if r["stack"] == constants.PEFT}
+    ours = {backend: [r for r in rows if r["stack"] != constants.PEFT
+                      and r["backend"] == backend
+                      and r["variant"] == constants.CLS]
+            for backend in common.BACKENDS}
+    lines = [f"Targets (issue #15; {task}, {epochs} epochs, beft-keras' "
+             f"`{constants.CLS}` variant against PEFT, seeds both ran; "
+             f"verdicts on fewer than {len(constants.SEEDS)} seeds are "
+             "provisional):",
+             "", "| target | measured | verdict |", "|---|---|---|"]
+
+    def line(target, measured, met, seeds):
+        if met is None:
+            verdict = "not run"
+        else:
+            verdict = "met" if met else "**missed**"
+            if seeds < len(constants.SEEDS):
+                verdict += (f" so far ({seeds} of {len(constants.SEEDS)} "
+                            "seeds)")
+        lines.append(f"| {target} | {measured} | {verdict} |")
+
+    speed = {b: _speedup_value(rs, peft, _wall) for b, rs in ours.items()}
+    seeds = {b: len([r for r in rs if r["seed"] in peft])
+             for b, rs in ours.items()}
+    ran = {b: v for b, v in speed.items() if v is not None}
+    measured = ", ".join(f"{b} {v:.2f}x" for b, v in ran.items()) or "-"
+    line(f"at least {BEST_SPEEDUP:g}x faster end to end on one backend",
+         measured,
+         max(ran.values()) >= BEST_SPEEDUP if ran else None,
+         max(seeds.values()))
+    line(f"at least {EACH_SPEEDUP:g}x faster on each backend", measured,
+         (min(ran.values()) >= EACH_SPEEDUP if len(ran) == len(ours)
+          else None),
+         min(seeds.values()))
+    for backend, rs in ours.items():
+        paired = [r for r in rs if r["seed"] in peft]
+        mine = [r["main_metric_value"] for r in paired]
+        theirs = [peft[r["seed"]]["main_metric_value"] for r in paired]
+        line(f"{backend}: dev accuracy not lower than PEFT's (mean)",
+             (f"{np.mean(mine):.4f} vs {np.mean(theirs):.4f}"
+              if mine else "-"),
+             np.mean(mine) >= np.mean(theirs) if mine else None, len(mine))
+    sizes = [r["artifact_bytes"] for r in rows if r["stack"] != constants.PEFT]
+    peft_sizes = [r["artifact_bytes"] for r in peft.values()]
+    line("the delta no larger than PEFT's adapter file",
+         (f"{max(sizes):,} vs {min(peft_sizes):,} bytes"
+          if sizes and peft_sizes else "-"),
+         max(sizes) <= min(peft_sizes) if sizes and peft_sizes else None,
+         len(peft))
+    lines.append("")
+    return lines
+
+
+def _by_stack(rows):
+    groups = {}
+    for row in sorted(rows, key=_row_order):
+        key = (row["stack"], row["backend"], row["variant"])
+        groups.setdefault(key, []).append(row)
+    return groups.items()
+
+
+def _mean(rows, field):
+    return float(np.mean([r[field] for r in rows]))
+
+
+def _wall(row):
+    return row["process_wall_s"]
+
+
+def _train(row):
+    return row["phases"].get("train_s")
+
+
+def _speedup_value(rows, peft, seconds):
+    """PEFT's seconds over these rows', summed over the seeds both ran."""
+    paired = [(peft[r["seed"]], r) for r in rows if r["seed"] in peft
+              and seconds(r) and seconds(peft[r["seed"]])]
+    if not paired:
+        return None
+    return (sum(seconds(p) for p, _ in paired)
+            / sum(seconds(r) for _, r in paired))
+
+
+def _speedup(rows, peft, seconds):
+    value = _speedup_value(rows, peft, seconds)
+    return "n/a" if value is None else f"{value:.2f}x"
+
+
 def _ratio_table(group):
     ok = [r for r in group if r.get("status") == "ok"]
     peft_rows = [r for r in ok if r["stack"] == constants.PEFT]
@@ -292,7 +428,7 @@ def _missing_section(payload):
     lines = ["## What did not run", ""]
     missing = []
     for task in constants.TASKS:
-        for seed in (0, 1, 2):
+        for seed in constants.SEEDS:
             absent = [s for s in constants.STACKS
                       if (task, seed, s if s == constants.PEFT
                           else "beft-keras",
@@ -321,7 +457,7 @@ def _missing_section(payload):
         lines.append(
             "Not run at the paper's settings (16, 30 and 60 epochs; each "
             "task and seed needs PEFT and the three backends, one process at "
-            "a time on this shared 2-core CPU): " + "; ".join(missing)
+            "a time): " + "; ".join(missing)
             + ". Resume with `python -m "
             "benchmarks.peers --tasks ... --seeds ...`: rows already in the "
             "JSON are skipped.")

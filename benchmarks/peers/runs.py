@@ -36,7 +36,7 @@ def plan_settings(args):
         epochs = {t: args.epochs or 1 for t in tasks}
     else:
         tasks = args.tasks or list(constants.TASKS)
-        seeds = args.seeds or [0, 1, 2]
+        seeds = args.seeds or list(constants.SEEDS)
         epochs = {t: args.epochs or constants.PAPER_SETTINGS[t][1]
                   for t in tasks}
     rates = {t: args.learning_rate or constants.PAPER_SETTINGS[t][0]
