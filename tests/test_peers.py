@@ -87,7 +87,8 @@ def _row(stack, backend, variant, wall, metric, step, seed=0, epochs=3):
     }
 
 
-def test_report_reads_every_figure_from_the_json(tmp_path):
+def _report(tmp_path, rows):
+    """docs/peers.md's text, written by `--report` from these rows."""
     environment = {
         "machine": {"cpu_model": "Test CPU", "nproc": 2, "usable_cpus": 2,
                     "memory_gib": 8.0, "platform": "Linux-test"},
@@ -96,17 +97,22 @@ def test_report_reads_every_figure_from_the_json(tmp_path):
         "argv": ["--tasks", "sst2", "--seeds", "0", "--epochs", "3"],
         "pooling_option": True,
     }
-    payload = {"name": "peers", "invocations": [environment], "rows": [
-        _row("peft", "torch", "peft", 100.0, 0.80, 0.5),
-        _row("beft-keras", "jax", "default", 50.0, 0.82, 0.25),
-    ]}
+    payload = {"name": "peers", "invocations": [environment], "rows": rows}
     results = tmp_path / "results"
     common.write_json(str(results / "peers.json"), payload)
     output = tmp_path / "peers.md"
     assert peers.main(["--report", "--results", str(results),
                        "--output", str(output)]) == 0
-    text = output.read_text()
-    assert "Test CPU" in text and "shared" in text
+    return output.read_text()
+
+
+def test_report_reads_every_figure_from_the_json(tmp_path):
+    text = _report(tmp_path, [
+        _row("peft", "torch", "peft", 100.0, 0.80, 0.5),
+        _row("beft-keras", "jax", "default", 50.0, 0.82, 0.25),
+    ])
+    assert "Test CPU" in text
+    assert "min 3.00, median 3.00, max 3.00; 0 of 2 above 3" in text
     assert "--tasks sst2 --seeds 0 --epochs 3" in text
     # beft-keras / PEFT: wall 0.50, step 0.50, metric +0.02.
     assert "| jax | default | 3 / 3 | 0.50 | 0.50 |" in text
@@ -124,12 +130,6 @@ def test_report_reads_every_figure_from_the_json(tmp_path):
 def test_report_targets_over_seeds(tmp_path):
     """Issue #15's targets from the `cls` rows at 16 epochs, paired by
     seed: speed-up = PEFT's summed wall time over ours."""
-    environment = {
-        "machine": {"cpu_model": "Test CPU", "nproc": 2, "usable_cpus": 2,
-                    "memory_gib": 8.0, "platform": "Linux-test"},
-        "versions": {}, "started": "2026-01-01 00:00:00 UTC", "nice": 0,
-        "argv": [], "pooling_option": True,
-    }
     rows = []
     for seed, (peft_wall, peft_acc) in enumerate([(300.0, 0.70),
                                                   (200.0, 0.74)]):
@@ -140,13 +140,7 @@ def test_report_targets_over_seeds(tmp_path):
                                    ("torch", peft_wall, 0.72)]:
             rows.append(_row("beft-keras", backend, "cls", wall, acc, 0.1,
                              seed=seed, epochs=16))
-    payload = {"name": "peers", "invocations": [environment], "rows": rows}
-    results = tmp_path / "results"
-    common.write_json(str(results / "peers.json"), payload)
-    output = tmp_path / "peers.md"
-    assert peers.main(["--report", "--results", str(results),
-                       "--output", str(output)]) == 0
-    text = output.read_text()
+    text = _report(tmp_path, rows)
     # PEFT 0.70 and 0.74: mean 0.72, sample std 0.0283.
     assert "| peft | torch | peft | cls | accuracy 0.7200 ± 0.0283 (2) |" \
         in text
