@@ -14,6 +14,7 @@ from benchmarks.peers import constants
 from benchmarks.peers import formatting
 from benchmarks.peers import runs
 from benchmarks.report.formatting import mean_std
+from benchmarks.report.formatting import verdict
 
 # Issue #15: end to end, PEFT's time over ours on the best backend and on
 # every backend.
@@ -310,14 +311,8 @@ def _targets(ok):
              "", "| target | measured | verdict |", "|---|---|---|"]
 
     def line(target, measured, met, seeds):
-        if met is None:
-            verdict = "not run"
-        else:
-            verdict = "met" if met else "**missed**"
-            if seeds < len(constants.SEEDS):
-                verdict += (f" so far ({seeds} of {len(constants.SEEDS)} "
-                            "seeds)")
-        lines.append(f"| {target} | {measured} | {verdict} |")
+        lines.append(f"| {target} | {measured} | "
+                     f"{verdict(met, seeds, len(constants.SEEDS))} |")
 
     speed = {b: _speedup_value(rs, peft, _wall) for b, rs in ours.items()}
     seeds = {b: len([r for r in rs if r["seed"] in peft])

@@ -130,14 +130,6 @@ def _mean(rows, task, method):
     return (float(np.mean(values)) if values else None), len(values)
 
 
-def _verdict(met, seeds):
-    if met is None:
-        return "not run"
-    word = "met" if met else "**missed**"
-    return word if seeds >= len(SEEDS) else f"{word} so far ({seeds} of " \
-        f"{len(SEEDS)} seeds)"
-
-
 def _targets(rows, cls, fixed):
     """Issue #16's targets, each measured against these rows."""
     out = ["Targets (issue #16; means over seeds; a verdict on fewer than "
@@ -145,7 +137,8 @@ def _targets(rows, cls, fixed):
            "| target | measured | verdict |", "|---|---|---|"]
 
     def line(target, measured, met, seeds):
-        out.append(f"| {target} | {measured} | {_verdict(met, seeds)} |")
+        out.append(f"| {target} | {measured} | "
+                   f"{formatting.verdict(met, seeds, len(SEEDS))} |")
 
     def fmt(value):
         return formatting.fmt(value, 4)

@@ -26,6 +26,16 @@ def mean_std(values):
             f"({len(values)})")
 
 
+def verdict(met, seeds, total):
+    """A target's verdict: `"not run"` when `met` is None, else met or
+    missed, provisional ("so far") on fewer than `total` seeds."""
+    if met is None:
+        return "not run"
+    word = "met" if met else "**missed**"
+    return word if seeds >= total else f"{word} so far ({seeds} of " \
+        f"{total} seeds)"
+
+
 def task_seeds(pairs):
     """`task:seed, ...` of (task, seed) pairs, sorted; "none" if empty."""
     return ", ".join(f"{t}:{s}" for t, s in sorted(pairs)) or "none"
