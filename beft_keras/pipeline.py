@@ -11,6 +11,7 @@ import numpy as np
 
 from beft_keras import data
 from beft_keras import distribution as distribution_lib
+from beft_keras import garbage
 from beft_keras import heads
 from beft_keras import metrics as metrics_lib
 from beft_keras import models
@@ -228,7 +229,11 @@ def probe(run, epochs=1, learning_rate=None, probe_batches=32, verbose=1):
         run.classifier.fit(
             run.train_batches,
             epochs=epochs,
-            callbacks=[StopOnNonFiniteLoss(learning_rate), beft_probe],
+            callbacks=[
+                StopOnNonFiniteLoss(learning_rate),
+                *garbage.backend_callbacks(),
+                beft_probe,
+            ],
             shuffle=False,
             verbose=verbose,
         )
@@ -276,6 +281,7 @@ def tune(run, terms, epochs=None, learning_rate=None, verbose=1,
             epochs=epochs,
             callbacks=[
                 StopOnNonFiniteLoss(learning_rate),
+                *garbage.backend_callbacks(),
                 *setup.callbacks,
                 *(callbacks or []),
             ],
