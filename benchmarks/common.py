@@ -188,6 +188,24 @@ def load_accuracy(results, backend, quick=False, pooling="default",
     return merged
 
 
+def add_render_argument(parser):
+    """`--render`, for a script that writes docs from its JSON results."""
+    parser.add_argument("--render", action="store_true",
+                        help="Only write the docs from the JSON results.")
+
+
+def run_then_render(module, argv, args, render):
+    """A script's parent process: its workers, one per backend (none with
+    `--render`), then `render()` (not for `--quick`); the exit code."""
+    if not args.render:
+        codes = run_per_backend(module, worker_argv(argv), args.backends)
+        if any(code != 0 for code in codes.values()):
+            return 1
+    if not args.quick:
+        render()
+    return 0
+
+
 def _variant(record):
     """The head and padding an accuracy row or probe was measured with."""
     return record.get("pooling", "default"), record.get("padding", "bucketed")

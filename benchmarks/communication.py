@@ -79,10 +79,7 @@ def main(argv=None):
                         help="Timed steps per method and placement.")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--docs", default=DOCS)
-    parser.add_argument(
-        "--render", action="store_true",
-        help="Only rewrite the docs table from the existing JSON.",
-    )
+    common.add_render_argument(parser)
     args = parser.parse_args(argv)
     if args.worker:
         return worker(args)

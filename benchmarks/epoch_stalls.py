@@ -38,25 +38,18 @@ def main(argv=None):
     parser.add_argument("--task", default="sst2")
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--render", action="store_true",
-                        help="Only write the docs from the JSON results.")
     # Internal: one timed fit in this process, printed as a JSON line.
     parser.add_argument("--mode", choices=MODES, help=argparse.SUPPRESS)
+    common.add_render_argument(parser)
     args = parser.parse_args(argv)
     if args.mode:
         print(json.dumps(timed_fit(args)), flush=True)
         return 0
     if args.worker:
         return worker(args, argv)
-    if not args.render:
-        codes = common.run_per_backend(
-            "benchmarks.epoch_stalls", common.worker_argv(argv), args.backends
-        )
-        if any(code != 0 for code in codes.values()):
-            return 1
-    if not args.quick:
-        render(args.results, DOCS)
-    return 0
+    return common.run_then_render(
+        "benchmarks.epoch_stalls", argv, args, lambda: render(args.results, DOCS)
+    )
 
 
 def timed_fit(args):

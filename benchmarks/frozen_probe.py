@@ -39,20 +39,13 @@ def main(argv=None):
     parser.set_defaults(backends=["tensorflow"])
     parser.add_argument("--task", default="cola")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--render", action="store_true",
-                        help="Only write the docs from the JSON results.")
+    common.add_render_argument(parser)
     args = parser.parse_args(argv)
     if args.worker:
         return worker(args)
-    if not args.render:
-        codes = common.run_per_backend(
-            "benchmarks.frozen_probe", common.worker_argv(argv), args.backends
-        )
-        if any(code != 0 for code in codes.values()):
-            return 1
-    if not args.quick:
-        render(args.results, DOCS)
-    return 0
+    return common.run_then_render(
+        "benchmarks.frozen_probe", argv, args, lambda: render(args.results, DOCS)
+    )
 
 
 def layer_features(backbone, inputs, batch_size=64):
