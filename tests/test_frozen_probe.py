@@ -51,7 +51,7 @@ def test_fit_probe_separates_a_linear_rule():
         data.get_task("stsb"), x[:150], 2.0 * x[:150, 2] + 1.0,
         x[150:], 2.0 * x[150:, 2] + 1.0, False, seed=0,
     )
-    assert scores["pearson"] > 0.999
+    assert scores["pearson"] > 0.99
 
 
 def test_quick_run_writes_results_and_docs(classifier_preset, tmp_path):
