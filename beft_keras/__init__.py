@@ -57,6 +57,7 @@ _EXPORTS = {
     "BiasTerm": "beft_keras.terms",
     "bias_terms": "beft_keras.terms",
     "head_variables": "beft_keras.terms",
+    "unread_weights": "beft_keras.terms",
     "BiasOnlyTrainable": "beft_keras.trainable",
     "TrainableSummary": "beft_keras.trainable",
 }

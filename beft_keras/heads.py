@@ -79,6 +79,29 @@ class _EmbedderHead(keras.Model):
 
     _config_names = ("num_classes",)
 
+    @property
+    def unread_weights(self):
+        """The backbone's weights the embedder does not read: every
+        `TextEmbedder` pooling reads `sequence_output`, so the `[CLS]`
+        pooler of a backbone that also computes `pooled_output` (BERT's
+        `pooled_dense`) is left aside (see `beft_keras.unread_weights`).
+        """
+        outputs = self.backbone.output
+        if not isinstance(outputs, dict) or "sequence_output" not in outputs:
+            return []
+        read = keras.Model(
+            self.backbone.input,
+            outputs["sequence_output"],
+            name=f"{self.backbone.name}_sequence_output",
+        )
+        read_ids = {id(variable) for variable in read.weights}
+        return [v for v in self.backbone.weights if id(v) not in read_ids]
+
+    def _freeze_unread(self):
+        # No gradient reaches them: a plain `fit` would warn about each.
+        for variable in self.unread_weights:
+            variable.trainable = False
+
     def get_config(self):
         config = {name: getattr(self, name) for name in self._config_names}
         config["embedder"] = keras.layers.serialize(self.embedder)
@@ -101,7 +124,9 @@ class PooledClassifier(_EmbedderHead):
     sentence-transformers' all-MiniLM-L6-v2), without its L2 normalisation;
     dropout and a `Dense` layer give one logit per class (one output for a
     regression task). The backbone is the embedder's, so
-    `BiasOnlyTrainable` and deltas treat the dense layer as the head.
+    `BiasOnlyTrainable` and deltas treat the dense layer as the head; the
+    backbone's `[CLS]` pooler, which the embedder does not read, stays
+    frozen (`unread_weights`).
 
     Args:
         embedder: a keras-hub `TextEmbedder` without preprocessor, e.g.
@@ -132,6 +157,7 @@ class PooledClassifier(_EmbedderHead):
         self.backbone = embedder.backbone
         self.num_classes = num_classes
         self.dropout = dropout
+        self._freeze_unread()
 
 
 @keras.saving.register_keras_serializable(package="beft_keras")
@@ -196,6 +222,7 @@ class SiameseClassifier(_EmbedderHead):
         self.embedder = embedder
         self.backbone = embedder.backbone
         self.num_classes = num_classes
+        self._freeze_unread()
 
 
 class SiamesePreprocessor:

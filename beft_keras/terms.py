@@ -219,6 +219,29 @@ def head_variables(model):
     return []
 
 
+def unread_weights(model):
+    """The weights a model holds that its outputs do not depend on.
+
+    A layer declares them in an `unread_weights` attribute: a
+    `PooledClassifier` or `SiameseClassifier` reads its backbone's token
+    outputs, so the backbone's `[CLS]` pooler is computed and left aside.
+    They get no gradient, so `BiasOnlyTrainable` and full fine-tuning
+    leave them frozen (Keras would warn that they have no gradient, and
+    count them as trained).
+
+    Args:
+        model: a built `keras.Model`.
+
+    Returns:
+        A list of `keras.Variable`, empty for most models.
+    """
+    unread = {}
+    for layer in walk_layers(model):
+        for variable in getattr(layer, "unread_weights", ()):
+            unread[id(variable)] = variable
+    return list(unread.values())
+
+
 def walk_layers(layer):
     """All layers under `layer` (itself first), depth first, in the order
     the model holds them, each once: a model may hold a layer twice (a

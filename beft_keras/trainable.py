@@ -73,7 +73,10 @@ class BiasOnlyTrainable:
     `apply(model)` sets `Variable.trainable` on every weight of the model so
     that Keras' `model.trainable_variables` holds exactly the chosen biases
     (see `beft_keras.bias_terms` for the terms) and, by default, the task
-    head. `restore()` puts every flag back as it was.
+    head. Weights the model's outputs do not depend on
+    (`beft_keras.unread_weights`, such as the unused `[CLS]` pooler
+    under a `PooledClassifier`) stay frozen. `restore()` puts every flag
+    back as it was.
 
     It can be applied before or after `compile()`, and after a model has
     already trained: Keras fixes the trainable variables when it builds the
@@ -161,10 +164,12 @@ class BiasOnlyTrainable:
                 f"[0, {num_layers - 1}] for model '{model.name}'. "
                 f"Received: layers={list(self.layers)}"
             )
+        unread = {id(v) for v in terms_lib.unread_weights(model)}
         chosen = [
             bias
             for bias in biases
             if bias.term in self.terms
+            and id(bias.variable) not in unread
             and (
                 self.layers is None
                 or bias.layer_index is None
@@ -172,6 +177,7 @@ class BiasOnlyTrainable:
             )
         ]
         head = terms_lib.head_variables(model) if self.head else []
+        head = [v for v in head if id(v) not in unread]
         trainable_ids = {id(b.variable) for b in chosen}
         trainable_ids.update(id(v) for v in head)
 

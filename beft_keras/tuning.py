@@ -76,10 +76,11 @@ def make_trainable(model, terms, seed=0):
     total = sum(math.prod(v.shape) for v in model.weights)
     callbacks = []
     if terms == (FULL,):
+        unread = {id(v) for v in terms_lib.unread_weights(model)}
         model.trainable = True
         for variable in model.weights:
-            variable.trainable = True
-        trainable = total
+            variable.trainable = id(variable) not in unread
+        trainable = sum(math.prod(v.shape) for v in model.trainable_weights)
     elif terms == (RANDOM,):
         BiasOnlyTrainable(ALL).apply(model)
         value_params = sum(

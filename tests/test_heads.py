@@ -1,8 +1,10 @@
-"""Siamese heads: a sentence pair read by one embedder, one sentence at a
+"""Heads on a keras-hub `TextEmbedder`: a dense layer on the pooled
+embedding, and a sentence pair read by one embedder, one sentence at a
 time."""
 
 import json
 import os
+import warnings
 
 import keras
 import keras_hub
@@ -12,7 +14,9 @@ import pytest
 import beft_keras
 from beft_keras import cli
 from beft_keras import gradients
+from beft_keras import tuning
 from tests.conftest import bert_inputs
+from tests.conftest import snapshot
 from tests.conftest import write_pair_task
 
 
@@ -186,3 +190,65 @@ def test_heads_round_trip_through_their_config(head, bert_preset):
     )
     if head == "pooled":
         assert clone.dropout == 0.2 and clone.num_classes == 3
+
+
+@pytest.mark.parametrize("head", ["pooled", "siamese"])
+@pytest.mark.parametrize("mode", ["all-bias", "full"])
+def test_heads_leave_the_unread_pooler_frozen(head, mode, bert_preset):
+    """The embedder reads the backbone's token outputs: its `[CLS]` pooler
+    gets no gradient, so neither all-bias nor full fine-tuning trains or
+    counts it, and a fit leaves it unchanged without Keras' warning."""
+    embedder = _embedder(bert_preset)
+    if head == "pooled":
+        model = beft_keras.PooledClassifier(embedder, num_classes=2)
+        inputs, labels = bert_inputs(8)
+        loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    else:
+        model = beft_keras.SiameseClassifier(embedder, num_classes=1)
+        _, _, inputs = _pair(6)
+        labels = np.linspace(0.0, 5.0, 4).astype("float32")
+        loss = "mse"
+    pooler = model.backbone.get_layer("pooled_dense")
+    pooler_paths = {pooler.kernel.path, pooler.bias.path}
+    assert {v.path for v in beft_keras.unread_weights(model)} == pooler_paths
+    # Frozen from construction, for a user's own `fit` too.
+    assert not any(v.trainable for v in pooler.weights)
+
+    setup = tuning.make_trainable(model, mode)
+    trainable = {v.path for v in model.trainable_weights}
+    if mode == "full":
+        expected = {v.path for v in model.weights} - pooler_paths
+    else:
+        biases = {b.path for b in beft_keras.bias_terms(model)}
+        head_paths = {v.path for v in beft_keras.head_variables(model)}
+        expected = (biases | head_paths) - pooler_paths
+    assert trainable == expected
+    sizes = {v.path: int(np.prod(v.shape)) for v in model.weights}
+    assert setup.trainable_params == sum(sizes[p] for p in expected)
+
+    before = snapshot(model)
+    model.compile(optimizer=keras.optimizers.AdamW(1e-2), loss=loss)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model.fit(inputs, labels, batch_size=4, epochs=2, verbose=0)
+    assert not [w for w in caught if "Gradients do not exist" in str(w.message)]
+    after = snapshot(model)
+    for path in pooler_paths:
+        np.testing.assert_array_equal(after[path], before[path])
+    value = next(
+        b.path for b in beft_keras.bias_terms(model) if b.term == "value"
+    )
+    assert not np.array_equal(after[value], before[value])
+
+
+def test_the_preset_classifier_reads_its_pooler(bert_preset):
+    """keras-hub's own classifier reads the `[CLS]` pooler: nothing of it
+    is unread."""
+    classifier = keras_hub.models.BertTextClassifier(
+        keras_hub.models.BertBackbone.from_preset(bert_preset),
+        num_classes=2, preprocessor=None,
+    )
+    assert beft_keras.unread_weights(classifier) == []
+    tuning.make_trainable(classifier, "all-bias")
+    pooler = classifier.backbone.get_layer("pooled_dense")
+    assert pooler.bias.trainable and not pooler.kernel.trainable
