@@ -124,14 +124,15 @@ def save_delta(model, path, base=None, task=None):
         "task": task,
         "head_shape": _head_shape(model) if HEAD in roles.values() else None,
         "terms": delta_file.terms(roles),
-        "variables": roles,
         "keras_version": keras.__version__,
         "beft_keras_version": __version__,
         "backend": keras.backend.backend(),
     }
-    metadata = {delta_file.METADATA_KEY: json.dumps(description)}
+    metadata = {
+        delta_file.METADATA_KEY: json.dumps(description, separators=(",", ":"))
+    }
     atomic_write(path, safetensors.numpy.save(values, metadata=metadata))
-    return _info(path, values, description)
+    return _info(path, values, description, list(roles))
 
 
 def load_delta(
@@ -194,7 +195,7 @@ def load_delta(
     )
     for variable_path, variable in variables.items():
         variable.assign(values[variable_path])
-    return _info(path, values, description)
+    return _info(path, values, description, list(variables))
 
 
 class DeltaSwitcher:
@@ -271,7 +272,7 @@ class DeltaSwitcher:
                 self._base[variable_path] = (variable, base)
             variable.assign(values[variable_path])
         self.active = path
-        return _info(path, values, description)
+        return _info(path, values, description, list(variables))
 
     def restore(self):
         """Put back the base value of every variable a delta changed."""
@@ -280,17 +281,25 @@ class DeltaSwitcher:
         self.active = None
 
 
-def _delta_roles(model):
-    """Maps the path of each variable a delta saves to its bias term, or to
-    `HEAD` for task-head variables (the head's bias included)."""
+def _roles(model):
+    """Maps the path of each bias of a model to its bias term, and of each
+    task-head variable to `HEAD` (the head's bias included), in the
+    model's order."""
     head = {id(v) for v in terms_lib.head_variables(model)}
     biases = {id(b.variable): b.term for b in terms_lib.bias_terms(model)}
     roles = {}
-    for variable in model.trainable_weights:
+    for variable in model.weights:
         if id(variable) in head:
             roles[variable.path] = HEAD
         elif id(variable) in biases:
             roles[variable.path] = biases[id(variable)]
+    return roles
+
+
+def _delta_roles(model):
+    """`_roles` of the variables a delta saves: the trainable ones."""
+    trainable = {v.path for v in model.trainable_weights}
+    roles = {p: r for p, r in _roles(model).items() if p in trainable}
     if not roles:
         raise ValueError(
             f"Model '{model.name}' has no trainable bias or head variable, so "
@@ -367,12 +376,14 @@ def _read_checked(
         _check_task(path, description["task"], task)
     _check_head(model, path, description["head_shape"])
     weights = _weights_by_path(model)
-    # In the model's order, as saved; safetensors sorts its tensors.
-    paths = list(description["variables"])
-    _check_variables(model, path, paths, values, weights)
+    _check_variables(model, path, values, weights)
+    _check_roles(model, path, description, values)
     if not allow_base_mismatch:
         _check_base(model, path, description, values, weights, base_values)
-    return path, description, values, {p: weights[p] for p in paths}
+    # In the model's order, as saved; safetensors sorts its tensors.
+    return path, description, values, {
+        p: variable for p, variable in weights.items() if p in values
+    }
 
 
 def _check_task(path, saved_task, task):
@@ -399,14 +410,14 @@ def _check_head(model, path, saved_shape):
         )
 
 
-def _check_variables(model, path, paths, values, weights):
-    missing = [p for p in paths if p not in weights]
+def _check_variables(model, path, values, weights):
+    missing = [p for p in sorted(values) if p not in weights]
     if missing:
         raise DeltaError(
             f"Delta '{path}' does not fit model '{model.name}': the model has "
             f"no variable {missing}."
         )
-    for variable_path in paths:
+    for variable_path in sorted(values):
         variable, value = weights[variable_path], values[variable_path]
         if tuple(variable.shape) != value.shape:
             raise DeltaError(
@@ -421,6 +432,22 @@ def _check_variables(model, path, paths, values, weights):
                 f"'{variable_path}' has dtype {dtype} in the delta and "
                 f"{variable.dtype} in the model."
             )
+
+
+def _check_roles(model, path, description, values):
+    """Each variable of the delta is a bias or the task head in `model`,
+    and the delta's `terms` are those biases' terms."""
+    roles = _roles(model)
+    others = [p for p in sorted(values) if p not in roles]
+    if others:
+        raise DeltaError(
+            f"Delta '{path}' does not fit model '{model.name}': its "
+            f"variable(s) {others} are neither biases nor the task head of "
+            "the model."
+        )
+    delta_file.check_terms(
+        path, description["terms"], {p: roles[p] for p in values}
+    )
 
 
 def _check_base(model, path, description, values, weights, base_values):
@@ -438,7 +465,7 @@ def _check_base(model, path, description, values, weights, base_values):
         )
 
 
-def _info(path, values, description):
+def _info(path, values, description, paths):
     head_shape = description["head_shape"]
     return DeltaInfo(
         path=path,
@@ -447,7 +474,7 @@ def _info(path, values, description):
         base=description["base"],
         base_fingerprint=description["base_fingerprint"],
         terms=tuple(description["terms"]),
-        paths=tuple(description["variables"]),
+        paths=tuple(paths),
         task=description["task"],
         head_shape=None if head_shape is None else tuple(head_shape),
     )

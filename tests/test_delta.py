@@ -110,8 +110,20 @@ def _without(key):
     }
 
 
+def _as_version_2(description):
+    """A description as `FORMAT_VERSION = 2` wrote it: with `variables`,
+    each variable's path and role."""
+    variables = {
+        f"transformer_layer_{i}/self_attention_layer/value/bias": "value"
+        for i in range(NUM_LAYERS)
+    }
+    variables.update({"logits/kernel": "head", "logits/bias": "head"})
+    return {**description, "format_version": 2, "variables": variables}
+
+
 def _as_version_1(description):
     """A description as `FORMAT_VERSION = 1` wrote it."""
+    description = _as_version_2(description)
     description = _without("task")(_without("head_shape")(description))
     return {**description, "format_version": 1}
 
@@ -159,14 +171,18 @@ def test_round_trip_after_fit(bert_preset, trained):
     assert info.task == "sst2"
     assert info.head_shape == (None, NUM_CLASSES)
     description = _description(trained.path)
-    assert description["format_version"] == 2
+    assert description["format_version"] == 3
     assert description["base"] == bert_preset
     assert description["task"] == "sst2"
     assert description["head_shape"] == [None, NUM_CLASSES]
     assert description["keras_version"] == keras.__version__
     assert description["beft_keras_version"] == beft_keras.__version__
     assert description["backend"] == keras.backend.backend()
-    assert description["variables"]["logits/bias"] == "head"
+    # The safetensors header names each variable once: as its tensor.
+    with open(trained.path, "rb") as file:
+        header = file.read(8 + int.from_bytes(file.read(8), "little"))
+    for variable_path in info.paths:
+        assert header.count(variable_path.encode()) == 1, variable_path
 
     model = tiny_classifier(bert_preset)
     assert load_delta(model, trained.path) == info
@@ -248,7 +264,7 @@ def test_model_without_a_variable_changes_nothing(bert_preset, trained):
     backbone = keras_hub.models.BertBackbone.from_preset(bert_preset)
     before = snapshot(backbone)
     with pytest.raises(
-        DeltaError, match=r"has no variable \['logits/kernel', 'logits/bias'\]"
+        DeltaError, match=r"has no variable \['logits/bias', 'logits/kernel'\]"
     ):
         load_delta(backbone, trained.path)
     _assert_bitwise_equal(snapshot(backbone), before)
@@ -459,14 +475,14 @@ def test_task_argument_must_be_a_name(bert_preset, trained, tmp_path, task):
         (_without("format_version"), "format version None is not one"),
         (
             _set("format_version", "2"),
-            r"format version '2' is not one this beft-keras reads \(1, 2\)\.",
+            r"format version '2' is not one this beft-keras reads "
+            r"\(1, 2, 3\)\.",
         ),
         (_set("format_version", True), "format version True is not one"),
         (_set("format_version", 0), "format version 0 is not one"),
-        (_set("format_version", 3), "version 3 .*; upgrade beft-keras"),
+        (_set("format_version", 4), "version 4 .*; upgrade beft-keras"),
         (_without("task"), "its metadata lacks the field 'task'"),
         (_without("head_shape"), "lacks the field 'head_shape'"),
-        (_without("variables"), "lacks the field 'variables'"),
         (_without("base_fingerprint"), "lacks the field 'base_fingerprint'"),
         (_without("backend"), "lacks the field 'backend'"),
         (
@@ -481,16 +497,6 @@ def test_task_argument_must_be_a_name(bert_preset, trained, tmp_path, task):
             _set("terms", ["query"]),
             r"'terms', \['query'\], does not list the bias terms of its "
             r"variables, \['value'\]",
-        ),
-        (_set("variables", []), "'variables' must be an object mapping"),
-        (_set("variables", {}), "'variables' must be an object mapping"),
-        (
-            lambda d: {**d, "variables": {**d["variables"], "logits/bias": 1}},
-            "'variables' must be an object mapping",
-        ),
-        (
-            lambda d: {**d, "variables": {**d["variables"], "x/bias": "value"}},
-            "its metadata lists other variables than it holds",
         ),
         (_set("task", 7), "'task' must be a non-empty string or null; found 7"),
         (_set("task", ""), "'task' must be a non-empty string or null"),
@@ -518,6 +524,77 @@ def test_hand_edited_metadata_changes_nothing(
     _assert_bitwise_equal(snapshot(model), before)
 
 
+def _v2(edit):
+    return lambda description: edit(_as_version_2(description))
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (_v2(_without("variables")), "lacks the field 'variables'"),
+        (_v2(_set("variables", [])), "'variables' must be an object mapping"),
+        (_v2(_set("variables", {})), "'variables' must be an object mapping"),
+        (
+            _v2(lambda d: {**d, "variables": {**d["variables"], "x/bias": 1}}),
+            "'variables' must be an object mapping",
+        ),
+        (
+            _v2(lambda d: {
+                **d, "variables": {**d["variables"], "x/bias": "value"}
+            }),
+            "its metadata lists other variables than it holds",
+        ),
+        (
+            _v2(lambda d: {
+                **d, "variables": {**d["variables"], "logits/bias": "query"}
+            }),
+            r"'terms', \['value'\], does not list the bias terms of its "
+            r"variables, \['query', 'value'\]",
+        ),
+    ],
+)
+def test_hand_edited_version_2_metadata_changes_nothing(
+    bert_preset, trained, tmp_path, edit, message
+):
+    path = _rewrite(trained.path, tmp_path / "edited.safetensors", edit)
+    model = tiny_classifier(bert_preset)
+    before = snapshot(model)
+    with pytest.raises(DeltaError, match=message) as error:
+        load_delta(model, path, task="sst2")
+    assert f"'{path}' is not a valid beft-keras delta file" in str(error.value)
+    _assert_bitwise_equal(snapshot(model), before)
+
+
+def test_version_2_delta_loads_as_saved(bert_preset, trained, tmp_path):
+    path = _rewrite(trained.path, tmp_path / "v2.safetensors", _as_version_2)
+    model = tiny_classifier(bert_preset)
+    info = load_delta(model, path, task="sst2")
+    assert (info.task, info.head_shape) == ("sst2", (None, NUM_CLASSES))
+    assert info.paths == trained.info.paths
+    _assert_bitwise_equal(snapshot(model), trained.weights)
+
+
+def test_a_variable_outside_biases_and_head_is_refused(
+    bert_preset, trained, tmp_path
+):
+    """Roles are read off the model: a delta holding a kernel of the body
+    is not a bias delta for it, whatever its metadata says."""
+    kernel = "transformer_layer_0/self_attention_layer/query/kernel"
+    model = tiny_classifier(bert_preset)
+    values = safetensors.numpy.load_file(trained.path)
+    values[kernel] = snapshot(model)[kernel]
+    path = _rewrite(trained.path, tmp_path / "kernel.safetensors",
+                    values=values)
+    before = snapshot(model)
+    with pytest.raises(
+        DeltaError,
+        match=re.escape(f"its variable(s) ['{kernel}'] are neither biases nor "
+                        "the task head"),
+    ):
+        load_delta(model, path, allow_base_mismatch=True)
+    _assert_bitwise_equal(snapshot(model), before)
+
+
 def test_version_1_delta_loads_as_made_for_an_unknown_task(
     bert_preset, trained, tmp_path
 ):
@@ -533,7 +610,7 @@ def test_version_1_delta_loads_as_made_for_an_unknown_task(
     before = snapshot(model)
     with pytest.raises(
         DeltaError,
-        match=r"'logits/kernel' has shape \(8, 2\) in the delta and \(8, 3\)",
+        match=r"'logits/bias' has shape \(2,\) in the delta and \(3,\)",
     ):
         load_delta(model, path)
     _assert_bitwise_equal(snapshot(model), before)
