@@ -97,6 +97,7 @@ def prepare(
     pooling=None,
     pair_encoding=None,
     distribution=None,
+    subset_draw=data.SEEDED,
 ):
     """Load a task's data and a model for it.
 
@@ -129,6 +130,9 @@ def prepare(
             `beft_keras.distribution` (`get_distribution`), or `None`. The
             model is built under it, and every training batch is a
             multiple of its data-parallel devices.
+        subset_draw: str. How the training subset is drawn: `"seeded"` or
+            `"paper"`, the BEFT authors' draw (see `data.subsample`).
+            Defaults to `"seeded"`.
 
     Returns:
         A `TaskRun`.
@@ -137,7 +141,8 @@ def prepare(
     _check_positive_int("batch_size", batch_size)
     _check_positive_int("sequence_length", sequence_length)
     train = data.training_subset(
-        spec, data.load_split(spec, "train", data_dir), regime, seed
+        spec, data.load_split(spec, "train", data_dir), regime, seed,
+        subset_draw,
     )
     dev = data.load_split(spec, "dev", data_dir)
     if max_examples is not None:

@@ -21,6 +21,8 @@ skips rows already there, so a long run can be stopped and resumed.
     python -m benchmarks.accuracy --backends tensorflow --seeds 0 1 2
     python -m benchmarks.accuracy --backends tensorflow --pooling cls \\
         --tasks rte sst2 --methods b_v all-bias
+    python -m benchmarks.accuracy --backends tensorflow --pooling cls \
+        --tasks rte --seeds 0 --methods b_v all-bias --subset-draw paper
     python -m benchmarks.accuracy --quick --backends torch
 """
 
@@ -62,6 +64,13 @@ def main(argv=None):
         "--fixed-padding", action="store_true",
         help="Pad every batch to --sequence-length instead of length "
         "buckets. Results go to accuracy_<backend>_fixed<length>.json.",
+    )
+    parser.add_argument(
+        "--subset-draw", choices=("seeded", "paper"), default="seeded",
+        help="How the training subset is drawn: the library's seeded draw, "
+        "or the BEFT authors' (`beft_keras.data.subsample`), for a run on "
+        "their exact examples. Results of 'paper' go to "
+        "accuracy_<backend>_..._paper.json.",
     )
     parser.add_argument(
         "--shard", default=None,
@@ -113,12 +122,13 @@ def plan(args):
     return [(task, seed) for seed in args.seeds for task in args.tasks]
 
 
-def result_name(backend, pooling, padding, shard):
-    """`accuracy_<backend>[_<pooling>][_fixed<n>][_<shard>]`: one file per
-    head and padding, so that their rows never mix."""
+def result_name(backend, pooling, padding, shard, subset_draw="seeded"):
+    """`accuracy_<backend>[_<pooling>][_fixed<n>][_paper][_<shard>]`: one
+    file per head, padding and subset draw, so that their rows never mix."""
     parts = [NAME, backend]
     parts += [pooling] if pooling else []
     parts += [padding] if padding != BUCKETED else []
+    parts += [subset_draw] if subset_draw != "seeded" else []
     parts += [shard] if shard else []
     return "_".join(parts)
 
@@ -139,7 +149,8 @@ def worker(args):
                else BUCKETED)
     buckets = (data.DEFAULT_BUCKETS if padding == BUCKETED
                else (args.sequence_length,))
-    name = result_name(env["backend"], args.pooling, padding, args.shard)
+    name = result_name(env["backend"], args.pooling, padding, args.shard,
+                       args.subset_draw)
     path = common.result_path(args.results, name, None, args.quick)
     payload = common.read_json(path) if os.path.exists(path) else {
         **env, "rows": [], "probes": [],
@@ -164,6 +175,7 @@ def worker(args):
             max_examples=(16, 32) if args.quick else None,
             pooling=args.pooling,
             pair_encoding=heads.CROSS if args.pooling else None,
+            subset_draw=args.subset_draw,
         )
         # Every method starts from these weights: pretrained body, seeded
         # head.
@@ -181,7 +193,7 @@ def worker(args):
             results = beft_probe.results
             payload["probes"].append({
                 "task": task, "seed": seed, "pooling": pooling,
-                "padding": padding,
+                "padding": padding, "subset_draw": args.subset_draw,
                 "learning_rate": run.settings.learning_rate,
                 "averages": results.averages,
                 "rankings": results.rankings,
@@ -216,7 +228,7 @@ def worker(args):
             row = {
                 "task": task, "seed": seed, "method": method,
                 "pooling": pooling, "head": result["head"],
-                "padding": padding,
+                "padding": padding, "subset_draw": args.subset_draw,
                 "main_metric": run.spec.main_metric,
                 "metrics": result["metrics"],
                 "score": result["metrics"][run.spec.main_metric],

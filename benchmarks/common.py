@@ -150,11 +150,12 @@ def machine():
 
 
 def load_accuracy(results, backend, quick=False, pooling="default",
-                  padding="bucketed"):
-    """The accuracy results of a backend with one head and padding (the
-    model's own head and length buckets unless named): the rows and probes
-    of `accuracy_<backend>*.json` (workers run side by side on different
-    tasks, heads and paddings), or None."""
+                  padding="bucketed", subset_draw="seeded"):
+    """The accuracy results of a backend with one head, padding and subset
+    draw (the model's own head, length buckets and the library's draw
+    unless named): the rows and probes of `accuracy_<backend>*.json`
+    (workers run side by side on different tasks, heads and paddings), or
+    None."""
     import glob
 
     paths = [
@@ -164,10 +165,9 @@ def load_accuracy(results, backend, quick=False, pooling="default",
     merged = None
     for path in sorted(paths):
         payload = read_json(path)
-        rows = [r for r in payload["rows"]
-                if _variant(r) == (pooling, padding)]
-        probes = [p for p in payload["probes"]
-                  if _variant(p) == (pooling, padding)]
+        variant = (pooling, padding, subset_draw)
+        rows = [r for r in payload["rows"] if _variant(r) == variant]
+        probes = [p for p in payload["probes"] if _variant(p) == variant]
         if not rows and not probes:
             continue
         if merged is None:
@@ -207,8 +207,11 @@ def run_then_render(module, argv, args, render):
 
 
 def _variant(record):
-    """The head and padding an accuracy row or probe was measured with."""
-    return record.get("pooling", "default"), record.get("padding", "bucketed")
+    """The head, padding and subset draw an accuracy row or probe was
+    measured with."""
+    return (record.get("pooling", "default"),
+            record.get("padding", "bucketed"),
+            record.get("subset_draw", "seeded"))
 
 
 def write_json(path, payload):

@@ -103,6 +103,9 @@ def test_training_subset_of_real_cola():
     low = data.training_subset("cola", train, "low", seed=0)
     assert len(low) == 1710
     assert data.training_subset("cola", train, "full", seed=0) is train
+    paper = data.training_subset("cola", train, "low", seed=0, draw="paper")
+    assert len(paper) == 1710
+    assert set(paper.features["sentence"]) != set(low.features["sentence"])
     with pytest.raises(DataError, match="'tiny'.*low, medium, high, full"):
         data.training_subset("cola", train, "tiny", seed=0)
 
@@ -376,6 +379,20 @@ def test_subsample():
     assert data.subsample(examples, 50, seed=0) is examples
     with pytest.raises(DataError, match="size=0"):
         data.subsample(examples, 0, seed=0)
+    with pytest.raises(DataError, match="Unknown draw: 'sorted'"):
+        data.subsample(examples, 8, seed=0, draw="sorted")
+
+
+def test_paper_draw_is_the_authors_permutation():
+    """The BEFT authors' code: `np.random.seed(seed)`, then the first
+    `size` of `np.random.permutation(len(train))`."""
+    examples = _examples(20)
+    for seed in (0, 1):
+        np.random.seed(seed)
+        expected = np.random.permutation(20)[:8]
+        subset = data.subsample(examples, 8, seed=seed, draw="paper")
+        np.testing.assert_array_equal(subset.labels, np.sort(expected))
+    assert data.subsample(examples, 20, seed=0, draw="paper") is examples
 
 
 def test_examples_must_line_up():

@@ -258,3 +258,22 @@ def test_pooled_classifier_matches_the_embedder(bert_preset):
     assert [v.path for v in beft_keras.head_variables(classifier)] == [
         "logits/kernel", "logits/bias"
     ]
+
+
+def test_prepare_draws_the_subset_it_is_asked_for(classifier_preset, tmp_path):
+    """SST-2's low regime keeps 1000 of these 1040 examples: the library's
+    seeded draw, or the BEFT authors' (`subset_draw="paper"`)."""
+    from beft_keras import data
+
+    data_dir = str(write_sst2_task(tmp_path / "glue", num_train=1040))
+    train = data.load_split("sst2", "train", data_dir)
+    subsets = {}
+    for draw in ("seeded", "paper"):
+        run = pipeline.prepare("sst2", data_dir, classifier_preset, seed=1,
+                               sequence_length=12, subset_draw=draw)
+        expected = data.training_subset("sst2", train, "low", 1, draw=draw)
+        assert len(run.train) == 1000
+        np.testing.assert_array_equal(run.train.features["sentence"],
+                                      expected.features["sentence"])
+        subsets[draw] = run.train.features["sentence"]
+    assert list(subsets["seeded"]) != list(subsets["paper"])

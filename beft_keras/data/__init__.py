@@ -7,6 +7,9 @@ from beft_keras.data.batching import bucket_lengths
 from beft_keras.data.batching import make_dataset
 from beft_keras.data.batching import padding_efficiency
 from beft_keras.data.batching import tokenize
+from beft_keras.data.readers import DRAWS
+from beft_keras.data.readers import PAPER
+from beft_keras.data.readers import SEEDED
 from beft_keras.data.readers import Examples
 from beft_keras.data.readers import load_split
 from beft_keras.data.readers import read_tsv

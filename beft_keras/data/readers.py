@@ -21,6 +21,11 @@ LABEL = "label"
 # csv module's default, 131,072, is too short for a long document in one
 # field; a field longer than this is more likely a broken file than a text.
 MAX_FIELD_SIZE = 16 * 1024 * 1024
+# How a training subset is drawn (see `subsample`): this library's seeded
+# generator, or as the BEFT authors' code draws it.
+SEEDED = "seeded"
+PAPER = "paper"
+DRAWS = (SEEDED, PAPER)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -112,7 +117,7 @@ def load_split(task, split, data_dir=None):
     return examples
 
 
-def subsample(examples, size, seed):
+def subsample(examples, size, seed, draw=SEEDED):
     """A seeded random subset of examples, drawn without replacement.
 
     Args:
@@ -120,6 +125,11 @@ def subsample(examples, size, seed):
         size: int or None. How many examples to keep. `None`, or a size at
             least `len(examples)`, keeps them all.
         seed: int. Seed of the numpy random generator that draws the subset.
+        draw: str. `"seeded"`, numpy's `default_rng(seed)`; or `"paper"`,
+            as the BEFT authors' code draws its training subsets
+            (`np.random.seed(seed)`, then the first `size` of
+            `np.random.permutation`): on a file in the order they read,
+            their exact examples. Defaults to `"seeded"`.
 
     Returns:
         An `Examples`, in the order of `examples`.
@@ -135,14 +145,22 @@ def subsample(examples, size, seed):
         raise DataError(
             f"`size` must be a positive int or None. Received: size={size!r}"
         )
+    if draw not in DRAWS:
+        raise DataError(
+            f"Unknown draw: {draw!r}. Valid draws are: {', '.join(DRAWS)}."
+        )
     if size >= len(examples):
         return examples
-    rng = np.random.default_rng(seed)
-    indices = np.sort(rng.choice(len(examples), size, replace=False))
+    if draw == PAPER:
+        order = np.random.RandomState(seed).permutation(len(examples))
+        indices = np.sort(order[:size])
+    else:
+        rng = np.random.default_rng(seed)
+        indices = np.sort(rng.choice(len(examples), size, replace=False))
     return examples.take(indices)
 
 
-def training_subset(task, examples, regime, seed):
+def training_subset(task, examples, regime, seed, draw=SEEDED):
     """The training examples of one of the paper's data regimes.
 
     Args:
@@ -151,12 +169,14 @@ def training_subset(task, examples, regime, seed):
         regime: str. `"low"`, `"medium"`, `"high"` (a seeded random subset of
             the task's size for that regime) or `"full"` (every example).
         seed: int. Seed of the random subset.
+        draw: str. How the subset is drawn, `"seeded"` or `"paper"` (see
+            `subsample`). Defaults to `"seeded"`.
 
     Returns:
         An `Examples`.
 
     Raises:
-        DataError: if the regime is unknown.
+        DataError: if the regime or the draw is unknown.
 
     Example:
     ```python
@@ -171,7 +191,7 @@ def training_subset(task, examples, regime, seed):
             f"Unknown regime: {regime!r}. Valid regimes are: "
             f"{', '.join(spec.regimes)}."
         )
-    return subsample(examples, spec.regimes[regime], seed)
+    return subsample(examples, spec.regimes[regime], seed, draw)
 
 
 def _tsv_path(spec, split, data_dir):

@@ -71,14 +71,17 @@ def section(scores, docs_dir, suffix, results=None, quick=False):
                               suffix)
         if plot:
             out += [f"![accuracy per method and task]({plot})", ""]
-        cls = fixed = None
+        cls = fixed = paper = None
         if results is not None:
             cls = common.load_accuracy(results, backend, quick, pooling="cls")
+            paper = common.load_accuracy(results, backend, quick,
+                                         pooling="cls", subset_draw="paper")
             fixed = common.load_accuracy(
                 results, backend, quick,
                 padding=f"fixed{payload['sequence_length']}")
         out += _targets(rows, cls, fixed) + [""]
-        out += _cls_table(cls) + _padding_table(rows, fixed)
+        out += (_cls_table(cls) + _paper_subset_table(paper)
+                + _padding_table(rows, fixed))
     return out + [_paper(), ""]
 
 
@@ -204,6 +207,28 @@ def _cls_table(cls):
                   "maximum (`BEFT_evaluator.py`, `plot_learning_curves`), "
                   "so its figures compare with the best-epoch column; the "
                   "library's results are the last epoch's.", ""]
+
+
+def _paper_subset_table(paper):
+    """`--pooling cls` on the authors' own training subset."""
+    if not paper:
+        return []
+    out = ["The same head on the authors' exact training examples "
+           "(`--subset-draw paper`: `np.random.seed(seed)` and the first "
+           "examples of `np.random.permutation`, as `BEFT_evaluator.py` "
+           "draws them; the same examples only where the TSV file is in "
+           "the order their `datasets` copy is, which holds for RTE, not "
+           "SST-2). The authors' figures are their seed 0:", "",
+           "| task | method | seed | last epoch | best epoch | authors' "
+           "code, seed 0 |",
+           "|---|---|---|---|---|---|"]
+    for row in sorted(paper["rows"],
+                      key=lambda r: (r["task"], r["method"], r["seed"])):
+        theirs = AUTHORS.get((row["task"], row["method"]), "")
+        best = f"{max(row['curve']):.4f}" if row.get("curve") else ""
+        out.append(f"| {row['task']} | {row['method']} | {row['seed']} | "
+                   f"{row['score']:.4f} | {best} | {theirs} |")
+    return out + [""]
 
 
 def _padding_table(rows, fixed):
