@@ -198,6 +198,11 @@ def _add_common_arguments(command):
         help="training-set size (default: low)",
     )
     command.add_argument(
+        "--subset-draw", default="seeded", choices=["seeded", "paper"],
+        help="how the training subset is drawn: seeded, or as the BEFT "
+        "authors' code draws it (default: seeded)",
+    )
+    command.add_argument(
         "--seeds", type=_seed, nargs="+", default=[0], help="(default: 0)"
     )
     command.add_argument(
@@ -326,6 +331,7 @@ def _run_seed(args, seed, folder, distribution=None):
         data_dir=args.data_dir,
         model=args.model,
         regime=args.regime,
+        subset_draw=args.subset_draw,
         seed=seed,
         batch_size=args.batch_size,
         sequence_length=args.sequence_length,

@@ -60,6 +60,8 @@ class TaskRun:
         sequence_length: int. The longest padded batch.
         distribution: the distribution the model lives under (see
             `beft_keras.distribution`), or `None` for one device.
+        subset_draw: str. How the training subset was drawn (see
+            `prepare`).
     """
 
     spec: object
@@ -77,6 +79,7 @@ class TaskRun:
     tokenizer: object = None
     sequence_length: int = 128
     distribution: object = None
+    subset_draw: str = data.SEEDED
 
     def scope(self):
         """The distribution's scope, in which the model is built, compiled
@@ -164,6 +167,7 @@ def prepare(
         spec=spec, model=model, seed=seed, regime=regime, train=train,
         dev=dev, classifier=classifier, settings=settings,
         sequence_length=sequence_length, distribution=distribution,
+        subset_draw=subset_draw,
     )
     if spec.is_generation:
         x, y, weights = generation_inputs(
@@ -299,6 +303,7 @@ def tune(run, terms, epochs=None, learning_rate=None, verbose=1,
         "backend": keras.backend.backend(),
         "seed": run.seed,
         "regime": run.regime,
+        "subset_draw": run.subset_draw,
         "train_examples": len(run.train),
         "dev_examples": len(run.dev),
         "terms": list(terms),
@@ -330,6 +335,7 @@ def run(
     pooling=None,
     pair_encoding=None,
     distribution=None,
+    subset_draw=data.SEEDED,
 ):
     """Run BEFT on one task and seed: fit all biases while a `BeftProbe`
     scores them, reset, fine-tune only the selected term (and the head), and
@@ -343,7 +349,7 @@ def run(
     task_run = prepare(
         task, data_dir, model, regime, seed, batch_size, sequence_length,
         pooling=pooling, pair_encoding=pair_encoding,
-        distribution=distribution,
+        distribution=distribution, subset_draw=subset_draw,
     )
     beft_probe = probe(
         task_run, probe_epochs, learning_rate, probe_batches, verbose
