@@ -108,14 +108,16 @@ def save_delta(model, path, base=None, task=None):
     delta_file.check_name_argument("task", task)
     roles = _delta_roles(model)
     weights = _weights_by_path(model)
-    values = {p: keras.ops.convert_to_numpy(weights[p]) for p in roles}
-    non_finite = delta_file.non_finite(values)
+    arrays = {p: keras.ops.convert_to_numpy(weights[p]) for p in roles}
+    non_finite = delta_file.non_finite(arrays)
     if non_finite:
         raise DeltaError(
             f"Cannot save a delta of model '{model.name}': variable(s) "
             f"{non_finite} hold NaN or infinite values, as after a diverged "
             f"fine-tuning. Nothing was written to '{path}'."
         )
+    names = {p: n for n, p in _paths_by_tensor_name(model).items()}
+    values = {names[p]: array for p, array in arrays.items()}
     description = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -286,7 +288,11 @@ def _roles(model):
     task-head variable to `HEAD` (the head's bias included), in the
     model's order."""
     head = {id(v) for v in terms_lib.head_variables(model)}
-    biases = {id(b.variable): b.term for b in terms_lib.bias_terms(model)}
+    try:
+        biases = {id(b.variable): b.term for b in terms_lib.bias_terms(model)}
+    except ValueError:
+        # A model without biases (or unbuilt): only a head can be its role.
+        biases = {}
     roles = {}
     for variable in model.weights:
         if id(variable) in head:
@@ -294,6 +300,39 @@ def _roles(model):
         elif id(variable) in biases:
             roles[variable.path] = biases[id(variable)]
     return roles
+
+
+def _paths_by_tensor_name(model):
+    """Maps the version 3 tensor name of each bias and head variable of a
+    model (`delta_file.tensor_name`) to the variable's path."""
+    counts = {}
+    names = {}
+    for path, role in _roles(model).items():
+        index = counts[role] = counts.get(role, -1) + 1
+        names[delta_file.tensor_name(role, index)] = path
+    return names
+
+
+def _values_by_path(model, path, values):
+    """A version 3 delta's values (tensor name -> array) keyed by the paths
+    of the model's variables they belong to."""
+    paths = _paths_by_tensor_name(model)
+    missing = [name for name in sorted(values) if name not in paths]
+    if missing:
+        roles = sorted({name.split("/")[0] for name in missing})
+        counts = ", ".join(
+            f"{sum(n.startswith(role + '/') for n in paths)} {role}"
+            for role in roles
+        )
+        raise DeltaError(
+            f"Delta '{path}' does not fit model '{model.name}': the model "
+            f"has no variable for its tensor(s) {missing} (a role and an "
+            f"index among the model's variables of that role; it has "
+            f"{counts}). Load it onto the architecture it was saved from; "
+            "a model given biases with `beft_keras.add_biases` needs them "
+            "added again."
+        )
+    return {paths[name]: value for name, value in values.items()}
 
 
 def _delta_roles(model):
@@ -372,6 +411,8 @@ def _read_checked(
     path = os.fspath(path)
     delta_file.check_name_argument("task", task)
     description, values = delta_file.read(path)
+    if description["format_version"] >= 3:
+        values = _values_by_path(model, path, values)
     if not allow_task_mismatch:
         _check_task(path, description["task"], task)
     _check_head(model, path, description["head_shape"])

@@ -84,16 +84,33 @@ def _description(path):
         return json.loads(file.metadata()["beft_keras"])
 
 
+# The paths of the trained delta's variables by their version 3 tensor
+# names, as versions 1 and 2 named the tensors.
+V2_PATHS = {
+    **{
+        f"value/{i}": f"transformer_layer_{i}/self_attention_layer/value/bias"
+        for i in range(NUM_LAYERS)
+    },
+    "head/0": "logits/kernel",
+    "head/1": "logits/bias",
+}
+
+
 def _rewrite(source, target, edit=None, values=None):
     """Copy the delta `source` to `target` as a hand edit would: `edit`
     maps its description to a new one (a str is written as is), `values`
-    replace its arrays."""
+    replace its arrays. A description of version 1 or 2 gets its tensors
+    named by their variables' paths, as those versions named them."""
     description = _description(source)
     if edit is not None:
         description = edit(description)
+    values = values or safetensors.numpy.load_file(source)
+    if isinstance(description, dict) and description.get(
+        "format_version"
+    ) in (1, 2):
+        values = {V2_PATHS.get(name, name): v for name, v in values.items()}
     if not isinstance(description, str):
         description = json.dumps(description)
-    values = values or safetensors.numpy.load_file(source)
     safetensors.numpy.save_file(
         values, target, metadata={"beft_keras": description}
     )
@@ -113,11 +130,7 @@ def _without(key):
 def _as_version_2(description):
     """A description as `FORMAT_VERSION = 2` wrote it: with `variables`,
     each variable's path and role."""
-    variables = {
-        f"transformer_layer_{i}/self_attention_layer/value/bias": "value"
-        for i in range(NUM_LAYERS)
-    }
-    variables.update({"logits/kernel": "head", "logits/bias": "head"})
+    variables = {path: name.split("/")[0] for name, path in V2_PATHS.items()}
     return {**description, "format_version": 2, "variables": variables}
 
 
@@ -183,11 +196,14 @@ def test_round_trip_after_fit(bert_preset, trained):
     assert description["keras_version"] == keras.__version__
     assert description["beft_keras_version"] == beft_keras.__version__
     assert description["backend"] == keras.backend.backend()
-    # The safetensors header names each variable once: as its tensor.
+    # Tensors are named by role and index, and no variable path is saved.
+    values = safetensors.numpy.load_file(trained.path)
+    assert sorted(values) == sorted(V2_PATHS)
+    for name, variable_path in V2_PATHS.items():
+        assert values[name].tobytes() == trained.weights[variable_path].tobytes()
     with open(trained.path, "rb") as file:
         header = file.read(8 + int.from_bytes(file.read(8), "little"))
-    for variable_path in info.paths:
-        assert header.count(variable_path.encode()) == 1, variable_path
+    assert not any(p.encode() in header for p in info.paths)
 
     model = tiny_classifier(bert_preset)
     assert load_delta(model, trained.path) == info
@@ -266,13 +282,27 @@ def test_wrong_base_changes_nothing(bert_preset, other_bert_preset, trained):
 
 
 def test_model_without_a_variable_changes_nothing(bert_preset, trained):
+    # A backbone's head is its last layer of weights, the [CLS] pooler.
     backbone = keras_hub.models.BertBackbone.from_preset(bert_preset)
     before = snapshot(backbone)
     with pytest.raises(
-        DeltaError, match=r"has no variable \['logits/bias', 'logits/kernel'\]"
+        DeltaError,
+        match=r"'pooled_dense/bias' has shape \(2,\) in the delta and "
+        rf"\({HIDDEN_DIM},\) in the model",
     ):
         load_delta(backbone, trained.path)
     _assert_bitwise_equal(snapshot(backbone), before)
+
+    # A model with fewer variables of a role than the delta holds.
+    head = keras.Sequential([keras.Input((HIDDEN_DIM,)), keras.layers.Dense(2)])
+    before = snapshot(head)
+    with pytest.raises(
+        DeltaError,
+        match=r"has no variable for its tensor\(s\) \['value/0', 'value/1'"
+        r".*it has 0 value\)",
+    ):
+        load_delta(head, trained.path, allow_base_mismatch=True)
+    _assert_bitwise_equal(snapshot(head), before)
 
 
 def test_head_shape_mismatch_changes_nothing(bert_preset, trained):
@@ -391,12 +421,12 @@ def test_save_refuses_non_finite_values(
 @pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
 def test_load_refuses_non_finite_values(bert_preset, trained, tmp_path, value):
     values = safetensors.numpy.load_file(trained.path)
-    values["logits/bias"][0] = value
+    values["head/1"][0] = value
     path = _rewrite(trained.path, tmp_path / "nan.safetensors", values=values)
     model = tiny_classifier(bert_preset)
     before = snapshot(model)
     message = (
-        r"holds NaN or infinite values in variable\(s\) \['logits/bias'\].*"
+        r"holds NaN or infinite values in tensor\(s\) \['head/1'\].*"
         "Nothing was loaded"
     )
     with pytest.raises(DeltaError, match=message):
@@ -559,17 +589,54 @@ def test_version_2_delta_loads_as_saved(bert_preset, trained, tmp_path):
     _assert_bitwise_equal(snapshot(model), trained.weights)
 
 
+@pytest.mark.parametrize(
+    "name, message",
+    [
+        (V2_PATHS["value/0"], "are not named '<role>/<index>'"),
+        ("value/01", "are not named '<role>/<index>'"),
+        ("value/-1", "are not named '<role>/<index>'"),
+        ("bias/0", "are not named '<role>/<index>'"),
+        (
+            "query/0",
+            r"'terms', \['value'\], does not list the bias terms of its "
+            r"variables, \['query', 'value'\]",
+        ),
+        (
+            f"value/{NUM_LAYERS}",
+            rf"has no variable for its tensor\(s\) \['value/{NUM_LAYERS}'\]",
+        ),
+    ],
+)
+def test_hand_renamed_tensor_changes_nothing(
+    bert_preset, trained, tmp_path, name, message
+):
+    values = safetensors.numpy.load_file(trained.path)
+    values[name] = values.pop("value/0")
+    path = _rewrite(trained.path, tmp_path / "renamed.safetensors",
+                    values=values)
+    model = tiny_classifier(bert_preset)
+    before = snapshot(model)
+    with pytest.raises(DeltaError, match=message):
+        load_delta(model, path)
+    _assert_bitwise_equal(snapshot(model), before)
+
+
 def test_a_variable_outside_biases_and_head_is_refused(
     bert_preset, trained, tmp_path
 ):
-    """Roles are read off the model: a delta holding a kernel of the body
-    is not a bias delta for it, whatever its metadata says."""
+    """Version 2 named tensors by path, and roles are read off the model: a
+    delta holding a kernel of the body is not a bias delta for it, whatever
+    its metadata says."""
     kernel = "transformer_layer_0/self_attention_layer/query/kernel"
     model = tiny_classifier(bert_preset)
     values = safetensors.numpy.load_file(trained.path)
     values[kernel] = snapshot(model)[kernel]
-    path = _rewrite(trained.path, tmp_path / "kernel.safetensors",
-                    values=values)
+    path = _rewrite(
+        trained.path,
+        tmp_path / "kernel.safetensors",
+        _v2(lambda d: {**d, "variables": {**d["variables"], kernel: "value"}}),
+        values=values,
+    )
     before = snapshot(model)
     with pytest.raises(
         DeltaError,
