@@ -335,7 +335,7 @@ def _targets(ok):
              (f"{np.mean(mine):.4f} vs {np.mean(theirs):.4f}"
               if mine else "-"),
              np.mean(mine) >= np.mean(theirs) if mine else None, len(mine))
-    sizes = [r["artifact_bytes"] for r in rows if r["stack"] != constants.PEFT]
+    sizes = [r["artifact_bytes"] for rs in ours.values() for r in rs]
     peft_sizes = [r["artifact_bytes"] for r in peft.values()]
     line("the delta no larger than PEFT's adapter file",
          (f"{max(sizes):,} vs {min(peft_sizes):,} bytes"
