@@ -31,6 +31,14 @@ TINY_CONFIG = dict(
 )
 
 
+def next_backend():
+    """The Keras backend after the current one, cyclically, that a
+    cross-backend test compares against: CI runs the tests once under each
+    backend, so its three runs cover every pair of backends once."""
+    backends = ("tensorflow", "jax", "torch")
+    return backends[(backends.index(keras.backend.backend()) + 1) % 3]
+
+
 def randomize_biases(model, seed=0, scale=0.5):
     """Give every bias of `model` seeded non-zero values, and its kernels a
     scale at which attention is not uniform, as in a pretrained model."""

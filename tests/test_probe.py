@@ -11,6 +11,7 @@ import pytest
 import beft_keras
 from tests.conftest import NUM_LAYERS
 from tests.conftest import bert_inputs
+from tests.conftest import next_backend
 from tests.conftest import snapshot
 from tests.conftest import tiny_classifier
 
@@ -199,8 +200,8 @@ def test_fisher_equals_finite_difference_gradients():
         assert measured == pytest.approx(expected, rel=1e-5), bias.path
 
 
-def test_same_ranking_on_every_backend(bert_preset, tmp_path):
-    """Run the same probe under the other two backends in subprocesses."""
+def test_same_ranking_on_another_backend(bert_preset, tmp_path):
+    """Run the same probe under another backend in a subprocess."""
     _, probe, _ = _run_probe(bert_preset)
     here = probe.results
     script = (
@@ -209,22 +210,22 @@ def test_same_ranking_on_every_backend(bert_preset, tmp_path):
         "_, probe, _ = _run_probe(sys.argv[2]);"
         "json.dump(probe.results.to_dict(), open(sys.argv[3], 'w'))"
     )
-    for backend in {"tensorflow", "jax", "torch"} - {keras.backend.backend()}:
-        output = tmp_path / f"{backend}.json"
-        subprocess.run(
-            [sys.executable, "-c", script, REPO, bert_preset, str(output)],
-            env={**os.environ, "KERAS_BACKEND": backend},
-            check=True,
-            capture_output=True,
-        )
-        there = json.loads(output.read_text())
-        assert there["rankings"] == here.rankings, backend
-        assert there["selected"]["beft"] == here.selected
-        for method in here.methods:
-            for term in here.terms:
-                assert there["averages"][method][term] == pytest.approx(
-                    here.averages[method][term], rel=2e-3, abs=1e-9
-                ), (backend, method, term)
+    backend = next_backend()
+    output = tmp_path / f"{backend}.json"
+    subprocess.run(
+        [sys.executable, "-c", script, REPO, bert_preset, str(output)],
+        env={**os.environ, "KERAS_BACKEND": backend},
+        check=True,
+        capture_output=True,
+    )
+    there = json.loads(output.read_text())
+    assert there["rankings"] == here.rankings, backend
+    assert there["selected"]["beft"] == here.selected
+    for method in here.methods:
+        for term in here.terms:
+            assert there["averages"][method][term] == pytest.approx(
+                here.averages[method][term], rel=2e-3, abs=1e-9
+            ), (backend, method, term)
 
 
 def test_apply_selection_restarts_and_trains_only_the_selection(bert_preset):
