@@ -25,7 +25,6 @@ _EXPORTS = {
     "load_delta": "beft_keras.delta",
     "save_delta": "beft_keras.delta",
     "StopOnNonFiniteLoss": "beft_keras.divergence",
-    "CollectGarbageEachEpoch": "beft_keras.garbage",
     "TrainingError": "beft_keras.divergence",
     "POOLINGS": "beft_keras.heads",
     "PooledClassifier": "beft_keras.heads",

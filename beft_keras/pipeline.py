@@ -11,7 +11,6 @@ import numpy as np
 
 from beft_keras import data
 from beft_keras import distribution as distribution_lib
-from beft_keras import garbage
 from beft_keras import heads
 from beft_keras import metrics as metrics_lib
 from beft_keras import models
@@ -240,7 +239,6 @@ def probe(run, epochs=1, learning_rate=None, probe_batches=32, verbose=1):
             epochs=epochs,
             callbacks=[
                 StopOnNonFiniteLoss(learning_rate),
-                *garbage.backend_callbacks(),
                 beft_probe,
             ],
             shuffle=False,
@@ -290,7 +288,6 @@ def tune(run, terms, epochs=None, learning_rate=None, verbose=1,
             epochs=epochs,
             callbacks=[
                 StopOnNonFiniteLoss(learning_rate),
-                *garbage.backend_callbacks(),
                 *setup.callbacks,
                 *(callbacks or []),
             ],

@@ -206,7 +206,18 @@ def batch_arrays(
     dataset = dataset.apply(
         tf.data.experimental.assert_cardinality(num_batches)
     )
-    return dataset.prefetch(tf.data.AUTOTUNE)
+    return _prefetch(dataset)
+
+
+def _prefetch(dataset):
+    """One batch made ahead, with tf.data's autotuning off: Keras drops
+    each epoch's iterator, and destroying one waits out the sleep of its
+    autotuning thread, which left both cores idle for 6-40 s at the start
+    of about half the epochs of a fit, on every backend
+    (docs/epoch_stalls.md)."""
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return dataset.prefetch(1).with_options(options)
 
 
 def padding_efficiency(dataset):
