@@ -342,7 +342,7 @@ digits on one device and on four, on both backends: for example b_v's BEFT
 score was 0.13705 and its Fisher score 3.2544e-07. Both placements
 selected b_v. The 3,074 trained values differed by at most 1.2e-06 on JAX
 and 9.7e-07 on TensorFlow, which is float32 rounding of a sum split four
-ways. The 13.5 KB delta gave bitwise the same outputs on one device as on
+ways. The 13 KB delta gave bitwise the same outputs on one device as on
 four. The exception is b_k: it gets no gradient in softmax attention, so
 its scores are rounding noise and differ between placements, as they
 differ between backends.
