@@ -319,9 +319,11 @@ def _values_by_path(model, path, values):
     paths = _paths_by_tensor_name(model)
     missing = [name for name in sorted(values) if name not in paths]
     if missing:
-        roles = sorted({name.split("/")[0] for name in missing})
+        # `read` has checked that every name parses.
+        roles = sorted({delta_file.parse_tensor_name(n)[0] for n in missing})
         counts = ", ".join(
-            f"{sum(n.startswith(role + '/') for n in paths)} {role}"
+            f"{sum(delta_file.parse_tensor_name(n)[0] == role for n in paths)}"
+            f" {role}"
             for role in roles
         )
         raise DeltaError(
