@@ -70,6 +70,7 @@ def fit_probe(spec, train_x, train_y, dev_x, dev_y, balanced, seed,
     """The dev metrics of a linear head fit on frozen features."""
     import keras
     import numpy as np
+    import tensorflow as tf
 
     from beft_keras import metrics
 
@@ -92,15 +93,18 @@ def fit_probe(spec, train_x, train_y, dev_x, dev_y, balanced, seed,
             keras.losses.SparseCategoricalCrossentropy(from_logits=True)
         ),
     )
-    class_weight = None
+    weights = np.ones(len(train_y), "float32")
     if balanced:
+        # Keras's `class_weight`, as per-example weights.
         counts = np.bincount(train_y, minlength=spec.num_classes)
-        class_weight = {
-            c: len(train_y) / (spec.num_classes * n)
-            for c, n in enumerate(counts) if n
-        }
-    head.fit(train_x, train_y, batch_size=len(train_x), epochs=epochs,
-             class_weight=class_weight, shuffle=False, verbose=0)
+        weights = (len(train_y) / (spec.num_classes * counts))[train_y]
+    # Full-batch steps, one per "epoch", as a single epoch of repeats: a
+    # Keras epoch's start and end cost more than this step.
+    steps = tf.data.Dataset.from_tensors(
+        (train_x, train_y, weights.astype("float32"))
+    ).repeat()
+    head.fit(steps, steps_per_epoch=epochs, epochs=1, shuffle=False,
+             verbose=0)
     logits = head.predict(dev_x, batch_size=len(dev_x), verbose=0)
     predictions = metrics.predictions_from_logits(spec, logits)
     return metrics.compute_metrics(spec, dev_y, predictions)

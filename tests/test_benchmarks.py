@@ -6,6 +6,7 @@ import os
 import keras
 
 from benchmarks import accuracy
+from benchmarks import common
 from benchmarks import report
 from benchmarks import step_cost
 from tests.conftest import write_pair_task
@@ -33,6 +34,8 @@ def test_quick_modes_write_results_and_report(classifier_preset, tmp_path):
     ) == 0
     assert accuracy.main(common_args + ["--methods", "b_v",
                                         "--fixed-padding"]) == 0
+    assert accuracy.main(common_args + ["--methods", "b_v", "--pooling",
+                                        "cls", "--subset-draw", "paper"]) == 0
     output = str(tmp_path / "docs" / "benchmarks.md")
     assert report.main(["--quick", "--results", results,
                         "--output", output]) == 0
@@ -57,6 +60,22 @@ def test_quick_modes_write_results_and_report(classifier_preset, tmp_path):
     assert os.path.exists(
         tmp_path / "docs" / f"benchmarks_accuracy_{backend}_quick.png")
 
+    # `--subset-draw paper` rows go to their own file, are not merged into
+    # the `--pooling cls` rows or the default ones, and get their own table.
+    paper = beft_keras_json(results, f"accuracy_{backend}_cls_paper_quick.json")
+    assert [(r["method"], r["pooling"], r["subset_draw"])
+            for r in paper["rows"]] == [("b_v", "cls", "paper")]
+    assert [p["subset_draw"] for p in paper["probes"]] == ["paper"]
+    assert common.load_accuracy(results, backend, True, pooling="cls") is None
+    merged = common.load_accuracy(results, backend, True, pooling="cls",
+                                  subset_draw="paper")
+    assert [r["subset_draw"] for r in merged["rows"]] == ["paper"]
+    default = common.load_accuracy(results, backend, True)
+    assert {r["subset_draw"] for r in default["rows"]} == {"seeded"}
+    assert "The same head on the authors' exact training examples" in text
+    score = paper["rows"][0]["score"]
+    assert f"| sst2 | b_v | 0 | {score:.4f} | {score:.4f} | 0.714 |" in text
+
 
 def beft_keras_json(results, name):
     import json
@@ -77,9 +96,10 @@ def test_pooling_variant_reads_pairs_together(classifier_preset, tmp_path):
         f.write('{"pooling_mode_mean_tokens": true}')
     data_dir = str(write_pair_task(tmp_path / "glue", "rte"))
     results = str(tmp_path / "results")
+    # The untuned model: the head is built and recorded, nothing is fit.
     args = ["--quick", "--worker", "--model", preset, "--data-dir", data_dir,
             "--results", results, "--sequence-length", "12", "--tasks", "rte",
-            "--methods", "head"]
+            "--methods", "untuned"]
     assert accuracy.main(args) == 0
     assert accuracy.main(args + ["--pooling", "mean"]) == 0
     backend = keras.backend.backend()
@@ -119,37 +139,3 @@ def test_selection_counts_head_only_as_b_k_where_b_k_did_not_run():
         "magnitude": {"agree": 1, "cases": 2, "rate": 0.5},
         "fisher": {"agree": 0, "cases": 2, "rate": 0.0},
     }
-
-
-def test_paper_subset_rows_stay_apart(classifier_preset, tmp_path):
-    """`--subset-draw paper` rows go to their own file, are not merged
-    into the `--pooling cls` rows, and get their own table."""
-    from benchmarks import common
-
-    data_dir = str(write_sst2_task(tmp_path / "glue"))
-    results = str(tmp_path / "results")
-    args = ["--quick", "--worker", "--model", classifier_preset,
-            "--data-dir", data_dir, "--results", results,
-            "--sequence-length", "12", "--methods", "b_v"]
-    assert accuracy.main(args) == 0
-    assert accuracy.main(args + ["--pooling", "cls",
-                                 "--subset-draw", "paper"]) == 0
-    backend = keras.backend.backend()
-    paper = beft_keras_json(results, f"accuracy_{backend}_cls_paper_quick.json")
-    assert [(r["method"], r["pooling"], r["subset_draw"])
-            for r in paper["rows"]] == [("b_v", "cls", "paper")]
-    assert [p["subset_draw"] for p in paper["probes"]] == ["paper"]
-    assert common.load_accuracy(results, backend, True, pooling="cls") is None
-    merged = common.load_accuracy(results, backend, True, pooling="cls",
-                                  subset_draw="paper")
-    assert [r["subset_draw"] for r in merged["rows"]] == ["paper"]
-    default = common.load_accuracy(results, backend, True)
-    assert [r["subset_draw"] for r in default["rows"]] == ["seeded"]
-
-    output = str(tmp_path / "benchmarks.md")
-    assert report.main(["--quick", "--results", results,
-                        "--output", output]) == 0
-    text = open(output).read()
-    assert "The same head on the authors' exact training examples" in text
-    score = paper["rows"][0]["score"]
-    assert f"| sst2 | b_v | 0 | {score:.4f} | {score:.4f} | 0.714 |" in text

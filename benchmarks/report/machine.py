@@ -49,10 +49,11 @@ def commands_section(runs):
         "python -m benchmarks.report               # this file and its plots",
         "```",
         "",
-        "Smoke test (`.ci/run` runs it on torch, with no timing assertions; "
-        "results go to `*_quick.json`, the report of them to a file of "
-        "your choice; `tests/test_benchmarks.py` runs the same plumbing "
-        "in-process on a tiny BERT preset):",
+        "Smoke test (no timing assertions; results go to `*_quick.json`, "
+        "the report of them to a file of your choice; `.ci/run` runs all "
+        "but the step-cost line on torch, and `tests/test_benchmarks.py` "
+        "the same plumbing, step cost included, in-process on a tiny BERT "
+        "preset):",
         "",
         "```sh",
         "B=torch; python -m benchmarks.step_cost --quick --backends $B && \\",
