@@ -38,6 +38,11 @@ needs_jax = pytest.mark.skipif(
     "the error is tested instead",
 )
 
+# The worker behind `report` takes over a minute and runs once in every
+# pytest-xdist worker that takes one of these tests: keep them on one
+# (`--dist=loadgroup`, pyproject.toml).
+pytestmark = pytest.mark.xdist_group("distribution")
+
 # Scores of terms that train agree to float32 rounding of a 4-way sum.
 SCORE_RTOL = 1e-3
 WEIGHT_ATOL = 1e-5
