@@ -172,3 +172,106 @@ def test_library_never_imports_transformers_or_peft():
         check=True,
     ).stdout
     assert json.loads(out.strip().splitlines()[-1].replace("'", '"')) == []
+
+
+def test_per_batch_padding_pads_each_batch_to_its_longest():
+    from benchmarks.peers import step_profile
+
+    lengths = [3, 9, 4, 5, 7]
+    # One epoch, batches of 2 in the seeded order, each padded to its
+    # longest; the last batch has one example.
+    order = __import__("numpy").random.default_rng(0).permutation(5)
+    batches = [order[i:i + 2] for i in range(0, 5, 2)]
+    expected = sum(max(lengths[j] for j in b) * len(b) for b in batches)
+    assert step_profile.per_batch_padding(lengths, 2, 1, 0) == (expected, 3)
+    # Batches as large as the data: every example padded to 9.
+    assert step_profile.per_batch_padding(lengths, 8, 3, 0) == (45.0, 1.0)
+
+
+def _profile_row(stack, wall_16, positions, ops):
+    return {
+        "stack": stack, "backend": "torch" if stack == "peft" else stack,
+        "load_average_before": 1.5,
+        "steps_per_length": {"16": {"wall_ms": wall_16, "cpu_ms": 2 * wall_16}},
+        "epoch_positions": positions, "epoch_steps": 63.0,
+        "real_tokens": 13568,
+        **({"profile": [{"op": op, "self_cpu_ms": ms, "calls": calls}
+                        for op, ms, calls in ops]} if ops else {}),
+    }
+
+
+def _profile_payload():
+    return {
+        "environment": {
+            "machine": {"cpu_model": "Test CPU", "nproc": 2,
+                        "memory_gib": 8.0, "platform": "Linux-test"},
+            "versions": {"keras": "3", "torch": "2"},
+            "started": "2026-01-01 00:00:00 UTC",
+        },
+        "invocation": "python -m benchmarks.peers.step_profile",
+        "task": "sst2", "seed": 0, "batch_size": 16, "learning_rate": 4e-4,
+        "steps": 20, "epochs": 16, "profile_length": 32, "profile_steps": 10,
+        "rows": [
+            _profile_row("peft", 120.0, 36352.0,
+                         [("aten::addmm", 80.0, 38), ("aten::mm", 70.0, 36),
+                          ("aten::gelu", 5.0, 6)]),
+            _profile_row("tensorflow", 80.0, 22720.0, None),
+            _profile_row("torch", 150.0, 22720.0,
+                         [("aten::bmm", 60.0, 45), ("aten::mm", 90.0, 29),
+                          ("aten::add", 20.0, 67)]),
+        ],
+    }
+
+
+def test_step_profile_report_reads_every_figure_from_the_json(tmp_path):
+    from benchmarks.peers import step_profile
+
+    payload = _profile_payload()
+    output = tmp_path / "profile.md"
+    step_profile.write_report(payload, str(output))
+    text = output.read_text()
+    assert "Test CPU" in text and "peft 1.50, tensorflow 1.50" in text
+    assert "\n|---|---|---|---|---|---|---|---|---|\n" in text
+    # Step at length 16: PEFT 120 ms over TensorFlow's 80 and torch's 150.
+    assert ("| 16 | 120.0 | 240.0 | 80.0 | 160.0 | 1.50x | 150.0 | 300.0 | "
+            "0.80x |") in text
+    # Positions: 36,352 over 22,720 = 1.60x; 13,568 real of 22,720 = 0.60.
+    assert ("| tensorflow | length buckets | 63 | 22,720 | 13,568 | 0.60 | "
+            "1.60x |") in text
+    # With no padding, 13,568 real tokens: 36,352 / 13,568 = 2.68x.
+    assert "13,568 real tokens, 2.68x fewer positions than PEFT's" in text
+    # Ops side by side; a stack without the op shows "-".
+    assert "| `aten::addmm` | 80.0 | 38 | - | - |" in text
+    assert "| `aten::bmm` | - | - | 60.0 | 45 |" in text
+    # Totals: PEFT 155 ms, of which products 150 in 74 calls; torch 170,
+    # products 150 in 74 calls, 20 else.
+    assert "| PEFT | 155.0 | 150.0 | 74 | 5.0 |" in text
+    assert "| beft-keras torch | 170.0 | 150.0 | 74 | 20.0 |" in text
+
+
+def test_benchmarks_md_peers_section(tmp_path):
+    """docs/benchmarks.md's section 6: each comparison's summary, newest
+    first, its titles a level lower, then the same-shape tables."""
+    from benchmarks.peers import step_profile
+    from benchmarks.report import peers as peers_section
+
+    results = tmp_path / "results"
+    assert peers_section.section(str(results))[-2:] == ["**Not run.**", ""]
+    environment = {"machine": {"cpu_model": "Test CPU", "nproc": 2}}
+    for folder, wall in (("peers_rerun", 50.0), ("", 80.0)):
+        rows = [_row("peft", "torch", "peft", 100.0, 0.70, 0.3, epochs=16),
+                _row("beft-keras", "tensorflow", "cls", wall, 0.72, 0.1,
+                     epochs=16, artifact_bytes=13208)]
+        common.write_json(str(results / folder / "peers.json"),
+                          {"invocations": [environment], "rows": rows})
+    common.write_json(str(results / (step_profile.NAME + ".json")),
+                      _profile_payload())
+    text = "\n".join(peers_section.section(str(results)))
+    newer = text.index("### Run after")
+    older = text.index("### Run before")
+    assert newer < older < text.index("### What bounds the speed-up")
+    assert "#### sst2, 16 epochs" in text and "\n## Over seeds" not in text
+    # PEFT 100 s over 50 s, then over 80 s.
+    assert text.index("| 2.00x |") < older < text.index("| 1.25x |")
+    assert "#### One step at the same shape" in text
+    assert "2.68x fewer positions than PEFT's" in text

@@ -37,6 +37,12 @@ transformers or peft: only this script's PEFT worker does.
     python -m benchmarks.peers --tasks sst2 --seeds 0 --epochs 3
     python -m benchmarks.peers              # the paper's settings, hours
     python -m benchmarks.peers --report     # docs/peers.md
+    python -m benchmarks.peers.step_profile # what bounds the speed-up
+
+`benchmarks.peers.step_profile` gives every stack the same batches: the
+cost of one step at equal shapes, `torch.profiler`'s ops for the two
+PyTorch stacks, and the token positions each stack's batching pads to
+(docs/peers_profile.md).
 
 Rows already in the results JSON (same stack, variant, task, seed,
 epochs, learning rate and training-set size, finished) are skipped, so a

@@ -45,7 +45,7 @@ def write_report(results, output):
     source = full if full is not None else quick
     lines += _machine_section(source, quick if full is not None else None)
     if full is not None and full["rows"]:
-        lines += _summary_section(full)
+        lines += summary_section(full)
         lines += _results_sections(full, "Results, run by run")
         lines += _missing_section(full)
     else:
@@ -258,7 +258,7 @@ def _results_sections(payload, title, note=None):
     return lines
 
 
-def _summary_section(payload):
+def summary_section(payload):
     """Means over seeds for each task and schedule, the speed-up over
     PEFT, and issue #15's targets."""
     ok = [r for r in payload["rows"] if r.get("status") == "ok"]

@@ -18,6 +18,7 @@ from benchmarks.report import accuracy
 from benchmarks.report import decoders
 from benchmarks.report import end_to_end
 from benchmarks.report import machine
+from benchmarks.report import peers
 from benchmarks.report import scope
 from benchmarks.report import selection
 from benchmarks.report import step_cost
@@ -70,6 +71,7 @@ def render(results, quick, docs_dir):
         + accuracy.section(scores, docs_dir, suffix, results, quick)
         + selection.section(chosen, scores, docs_dir, suffix)
         + decoders.section(results)
+        + ([] if quick else peers.section(results))
     ) + "\n"
 
 

@@ -285,9 +285,13 @@ def _notes(rows):
         text += (
             "b_k-only and head-only score the same in task:seed "
             f"{formatting.task_seeds(same)}, and differently in "
-            f"{formatting.task_seeds(differ)} (the key bias gets no gradient "
-            "in softmax attention, so b_k-only training is head-only "
-            "training when both see the same data; PAPER.md). "
+            f"{formatting.task_seeds(differ)} (in softmax attention the key "
+            "bias shifts every logit of a query equally, so in exact "
+            "arithmetic it gets no gradient and b_k-only training is "
+            "head-only training; PAPER.md. In float32 its gradient is "
+            "rounding error, which AdamW's normalised steps turn into "
+            "tiny moves of b_k: where those flip a dev prediction, the "
+            "two runs part by an example or two). "
         )
     return text + (
         "Trainable shares include the task head (the paper's 0.01% for "
