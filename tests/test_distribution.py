@@ -118,6 +118,15 @@ def assert_frozen(result, *keys):
         assert result[key] and not changed, (key, changed)
 
 
+def test_module_stays_on_one_xdist_worker(request):
+    """Under pytest-xdist (the README's `-n auto`), `--dist=loadgroup`
+    tags this module's tests with their group, which keeps them on one
+    worker: the scenarios' worker then runs once, not once per xdist
+    worker (pytest 9 drops the tag; pyproject.toml pins pytest below 9)."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        assert request.node.nodeid.endswith("@distribution")
+
+
 # -- Distributed scenarios (JAX and TensorFlow) -------------------------------
 
 
