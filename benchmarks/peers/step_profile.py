@@ -95,28 +95,11 @@ def _run_stacks(args, argv):
     from benchmarks.peers import runs
 
     model = os.path.abspath(args.model or models.default_model())
-    work = tempfile.mkdtemp(prefix="step_profile_")
-    files = runs.prepare_data(data_lib, args.task, args.seed, args.data_dir,
-                              work, quick=False)
-    rows = []
-    for stack in args.stacks:
-        output = os.path.join(work, f"{stack}.json")
-        command = [sys.executable, "-m", "benchmarks.peers.step_profile",
-                   *argv, "--model", model, "--train-file", files["train"],
-                   "--worker", stack, "--worker-output", output]
-        env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE",
-                   TF_CPP_MIN_LOG_LEVEL="2")
-        if stack == constants.PEFT:
-            env.update(USE_TF="0", USE_FLAX="0", USE_TORCH="1",
-                       HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
-                       TOKENIZERS_PARALLELISM="false")
-        else:
-            env["KERAS_BACKEND"] = stack
-        load = os.getloadavg()[0]
-        print(f"[step_profile] {stack}", flush=True)
-        subprocess.run(command, cwd=common.ROOT, env=env, check=True)
-        rows.append(dict(common.read_json(output), stack=stack,
-                         load_average_before=load))
+    with tempfile.TemporaryDirectory(prefix="step_profile_") as work:
+        files = runs.prepare_data(data_lib, args.task, args.seed,
+                                  args.data_dir, work, quick=False)
+        rows = [_measure_stack(stack, argv, model, files["train"], work)
+                for stack in args.stacks]
     return {
         "name": NAME,
         # Not `command`: docs/benchmarks.md reads the files that have one,
@@ -135,6 +118,27 @@ def _run_stacks(args, argv):
         "model": model,
         "rows": rows,
     }
+
+
+def _measure_stack(stack, argv, model, train_file, work):
+    """One stack's worker, in its own process; its row."""
+    output = os.path.join(work, f"{stack}.json")
+    command = [sys.executable, "-m", "benchmarks.peers.step_profile",
+               *argv, "--model", model, "--train-file", train_file,
+               "--worker", stack, "--worker-output", output]
+    env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE",
+               TF_CPP_MIN_LOG_LEVEL="2")
+    if stack == constants.PEFT:
+        env.update(USE_TF="0", USE_FLAX="0", USE_TORCH="1",
+                   HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
+                   TOKENIZERS_PARALLELISM="false")
+    else:
+        env["KERAS_BACKEND"] = stack
+    load = os.getloadavg()[0]
+    print(f"[step_profile] {stack}", flush=True)
+    subprocess.run(command, cwd=common.ROOT, env=env, check=True)
+    return dict(common.read_json(output), stack=stack,
+                load_average_before=load)
 
 
 def _timed_steps(step, batches, steps):
