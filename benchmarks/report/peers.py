@@ -11,11 +11,11 @@ from benchmarks.peers import step_profile
 
 TITLE = "## 6. Peers: Hugging Face PEFT's BEFT tuner"
 # Each comparison's results folder, relative to `benchmarks/results/`,
-# newest first, with its full report.
+# newest first, with its full report in docs/.
 COMPARISONS = (
-    ("peers_rerun", "docs/peers_rerun.md",
+    ("peers_rerun", "peers_rerun.md",
      "after the end of tf.data's autotuning and delta format 3"),
-    ("", "docs/peers.md", "before those two changes"),
+    ("", "peers.md", "before those two changes"),
 )
 
 
@@ -47,7 +47,7 @@ def section(results):
         machine = payload["invocations"][-1]["machine"]
         lines += [f"### Run {when}", "",
                   f"On {machine['cpu_model']} (`nproc` = {machine['nproc']}); "
-                  f"every run, its phases and load: [`{doc}`]({doc[5:]}).", ""]
+                  f"every run, its phases and load: [`docs/{doc}`]({doc}).", ""]
         # The peers report's summary, its titles a level lower.
         summary = peers_report.summary_section(payload)[2:]
         lines += [("#" + line) if line.startswith("###") else line
