@@ -74,7 +74,8 @@ def test_quick_modes_write_results_and_report(classifier_preset, tmp_path):
     assert {r["subset_draw"] for r in default["rows"]} == {"seeded"}
     assert "The same head on the authors' exact training examples" in text
     score = paper["rows"][0]["score"]
-    assert f"| sst2 | b_v | 0 | {score:.4f} | {score:.4f} | 0.714 |" in text
+    assert (f"| sst2 | b_v | 0 | {score:.4f} | {score:.4f} | not run | "
+            "not run |") in text
 
 
 def beft_keras_json(results, name):
@@ -139,3 +140,60 @@ def test_selection_counts_head_only_as_b_k_where_b_k_did_not_run():
         "magnitude": {"agree": 1, "cases": 2, "rate": 0.5},
         "fisher": {"agree": 0, "cases": 2, "rate": 0.0},
     }
+
+
+def test_paper_draw_rows_sit_beside_the_authors_code():
+    """The `--subset-draw paper` table and targets pair each seed with the
+    authors' own code on that seed, and average only seeds both ran."""
+    from benchmarks.report import accuracy as report_accuracy
+
+    paper = {"rows": [
+        {"task": "rte", "method": "b_v", "seed": s, "score": score,
+         "curve": [0.5, score, best]}
+        for s, score, best in ((0, 0.54, 0.56), (1, 0.52, 0.58),
+                               (2, 0.50, 0.51))]}
+    authors = {"rows": [
+        {"task": "rte", "terms": ["value"], "seed": 0, "last": 0.55,
+         "best": 0.57},
+        {"task": "rte", "terms": ["value"], "seed": 1, "last": 0.49,
+         "best": 0.53},
+        # Another method's run: not paired with b_v.
+        {"task": "rte", "terms": ["all"], "seed": 2, "last": 0.9,
+         "best": 0.9},
+    ]}
+    table = report_accuracy._paper_subset_table(paper, authors)
+    assert "| rte | b_v | 0 | 0.5400 | 0.5600 | 0.5500 | 0.5700 |" in table
+    assert "| rte | b_v | 2 | 0.5000 | 0.5100 | not run | not run |" in table
+    # Seeds 0 and 1: library (0.54, 0.52) and (0.56, 0.58); authors'
+    # (0.55, 0.49) and (0.57, 0.53); sample std of two values |a-b|/sqrt(2).
+    assert ("| rte | b_v | mean, seeds both ran | 0.5300 ± 0.0141 (2) | "
+            "0.5700 ± 0.0141 (2) | 0.5200 ± 0.0424 (2) | "
+            "0.5500 ± 0.0283 (2) |") in table
+    targets = "\n".join(report_accuracy._targets([], None, None, paper,
+                                                 authors))
+    assert ("| --pooling cls, the authors' draw, rte b_v >= the authors' "
+            "code at identical settings (last epoch, seeds both ran) | "
+            "0.5300 vs 0.5200 | met so far (2 of 3 seeds) |") in targets
+    assert ("(best epoch, seeds both ran) | 0.5700 vs 0.5500 | "
+            "met so far (2 of 3 seeds) |") in targets
+
+
+def test_authors_code_reads_glue_tsv_and_skips_training_set_evaluation(
+        tmp_path):
+    from benchmarks import authors_code
+
+    path = tmp_path / "train.tsv"
+    path.write_text("\ufeffsentence1\tsentence2\tlabel\na\tb\t0\n\nc\td\t1\n",
+                    encoding="utf-8")
+    assert authors_code._read_tsv(str(path)) == {
+        "sentence1": ["a", "c"], "sentence2": ["b", "d"], "label": ["0", "1"]}
+    calls = []
+
+    def evaluate(loader, kind):
+        calls.append(kind)
+        return {"Accuracy": 0.5}
+
+    dev_only = authors_code._skip_training_set(evaluate)
+    assert dev_only("train loader", "TRAIN") == {}
+    assert dev_only("dev loader", "VALIDATION") == {"Accuracy": 0.5}
+    assert calls == ["VALIDATION"]
