@@ -18,9 +18,11 @@ is skipped (it runs in eval mode, without dropout, and draws no random
 numbers, so the trained weights are the same; it only costs time). Their
 `test` split is the dev file again: built into a loader, never read.
 
-It runs in its own environment with the authors' pinned requirements (not
-the project's: their code imports `transformers.optimization.AdamW`,
-which transformers removed after 4.4x, and `datasets`):
+It runs in its own environment with the authors' pinned `transformers`
+and `datasets` (their code imports `transformers.optimization.AdamW`,
+which later transformers removed, and `datasets`), and the project's
+CPU torch (their requirements pin torch 2.1.0 and numpy 1.26.4; numpy's
+legacy `np.random.permutation` draws the same subsets in either):
 
     python3 -m venv /tmp/authors_venv
     /tmp/authors_venv/bin/pip install torch==2.13.0 transformers==4.41.2 \\
