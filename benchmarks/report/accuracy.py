@@ -266,7 +266,7 @@ def _paper_subset_table(paper, authors=None):
         return []
     authors = authors or {}
     environment = authors.get("environment")
-    ran = (f" Ran `{environment['command']}` (finished "
+    ran = (f" Its last invocation: `{environment['command']}` (finished "
            f"{environment['finished']}; {environment['machine']['cpu_model']}"
            f", {environment['machine']['usable_cpus']} CPUs; "
            + ", ".join(f"{k} {v}" for k, v in environment["versions"].items())
