@@ -31,6 +31,10 @@ accuracy --tasks rte --methods all-bias --pooling cls
 # (`benchmarks/authors_code.py`, in its own environment: see its docstring).
 accuracy --tasks rte --seeds 0 1 2 --methods b_v all-bias --pooling cls \
     --subset-draw paper
+# And CoLA's, on seed 0: whether the authors' code on this model clears
+# CoLA's MCC target where the library's default head does not.
+accuracy --tasks cola --seeds 0 --methods b_v all-bias --pooling cls \
+    --subset-draw paper
 # The rest of the table; b_k on one seed (it equals head-only).
 accuracy --methods b_v all-bias full b_q head random
 accuracy --seeds 0 --methods b_k

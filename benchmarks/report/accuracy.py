@@ -275,12 +275,13 @@ def _paper_subset_table(paper, authors=None):
            "(`--subset-draw paper`: `np.random.seed(seed)` and the first "
            "examples of `np.random.permutation`, as `BEFT_evaluator.py` "
            "draws them; the same examples only where the TSV file is in "
-           "the order their `datasets` copy is, which holds for RTE, not "
-           "SST-2), beside the authors' own training code run here on the "
-           "same model, seeds and settings (`benchmarks/authors_code.py`: "
-           "their `GLUEvaluator`, padding to 128, transformers' AdamW, the "
-           "pooler bias trained too; `authors_code.json`). Both evaluate "
-           "the dev set after every epoch: last and best epoch." + ran, "",
+           "the order their `datasets` copy is, which holds for RTE and "
+           "CoLA, not SST-2), beside the authors' own training code run "
+           "here on the same model, seeds and settings "
+           "(`benchmarks/authors_code.py`: their `GLUEvaluator`, padding to "
+           "128, transformers' AdamW, the pooler bias trained too; "
+           "`authors_code.json`). Both evaluate the dev set after every "
+           "epoch: last and best epoch." + ran, "",
            "| task | method | seed | library, last | library, best "
            "| authors' code, last | authors' code, best |",
            "|---|---|---|---|---|---|---|"]
