@@ -300,7 +300,11 @@ def _paper_subset_table(paper, authors=None):
                   for k in ("last", "best")]
         out.append(f"| {task} | {method} | mean, seeds both ran | "
                    + " | ".join(cells) + " |")
-    return out + [""]
+    return out + ["", "Each pair differs by its random draws (order, "
+                  "dropout, the head's initialisation) as well as by its "
+                  "stack; [stack_parity.md](stack_parity.md) shares the "
+                  "draws and turns dropout off, to compare the stacks "
+                  "alone (`benchmarks/stack_parity.py`).", ""]
 
 
 def _padding_table(rows, fixed):
