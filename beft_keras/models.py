@@ -134,7 +134,9 @@ def max_sequence_length(backbone):
 def compile_model(model, spec, learning_rate):
     """AdamW without weight decay and with the global gradient norm
     clipped at 1.0, as in the paper's code (`transformers`' AdamW, whose
-    default decay is 0; Keras' is 0.004), and the task's loss."""
+    default decay is 0; Keras' is 0.004), and the task's loss. The epsilon
+    is Keras' 1e-7, where `transformers`' is 1e-6: the one difference in
+    the update (docs/stack_parity.md measures it)."""
     if spec.is_regression:
         loss = keras.losses.MeanSquaredError()
     else:

@@ -31,11 +31,14 @@ accuracy --tasks rte --methods all-bias --pooling cls
 # (`benchmarks/authors_code.py`, in its own environment: see its docstring).
 accuracy --tasks rte --seeds 0 1 2 --methods b_v all-bias --pooling cls \
     --subset-draw paper
-# And CoLA's (b_v on seed 0, all biases on seeds 0-1): whether the authors'
-# code on this model clears CoLA's MCC target where the library does not.
+# And CoLA's (b_v on seeds 0-2, all biases on seeds 0-1): whether the
+# authors' code on this model clears CoLA's MCC target where the library
+# does not.
 accuracy --tasks cola --seeds 0 --methods b_v all-bias --pooling cls \
     --subset-draw paper
 accuracy --tasks cola --seeds 1 --methods all-bias --pooling cls \
+    --subset-draw paper
+accuracy --tasks cola --seeds 1 2 --methods b_v --pooling cls \
     --subset-draw paper
 # The rest of the table; b_k on one seed (it equals head-only).
 accuracy --methods b_v all-bias full b_q head random

@@ -314,18 +314,19 @@ def render(payload, output):
         f" ({environment['machine']['usable_cpus']} CPUs), "
         f"{environment['backend']}.",
         "",
-        "| task | terms | seed | GELU, epsilon (keras) | trainable hf / keras "
+        "| task | terms | seed | epochs | GELU, epsilon (keras) "
+        "| trainable hf / keras "
         "| tokenizer mismatches | loss gap: max first epoch / max / mean "
         "| dev logit gap: max before / after epoch 1 / last "
         "| dev predictions that differ, last epoch "
         "| metric, last epoch: hf / keras | best epoch: hf / keras |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         gap, logit = r["loss_gap"], r["dev_logit_gap_max"]
         hf, keras_curve = r["curve"]["hf"], r["curve"]["keras"]
         lines.append(
-            f"| {r['task']} | {r['terms']} | {r['seed']} "
+            f"| {r['task']} | {r['terms']} | {r['seed']} | {r['epochs']} "
             f"| {r['gelu']}, {r['epsilon']:g} "
             f"| {r['trainable_params']['hf']:,} / "
             f"{r['trainable_params']['keras']:,} "
@@ -343,7 +344,7 @@ def render(payload, output):
                           []).append(r)
     for (task, terms, seed, epochs), group in groups.items():
         names = [f"keras ({r['gelu']}, {r['epsilon']:g})" for r in group]
-        lines += [f"{task}, {terms}, seed {seed}:", "",
+        lines += [f"{task}, {terms}, seed {seed}, {epochs} epochs:", "",
                   "| epoch | hf | " + " | ".join(names) + " |",
                   "|---" * (len(group) + 2) + "|"]
         for epoch in range(epochs):

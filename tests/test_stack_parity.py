@@ -98,5 +98,5 @@ def test_keras_half_trains_the_same_batches_and_writes_results_and_docs(
     assert row["curve"]["hf"] == [1.0, 0.0]
     assert len(row["curve"]["keras"]) == epochs
     text = docs.read_text()
-    assert "| cola | all | 0 | tanh, 1e-07 | 0 / " in text
+    assert "| cola | all | 0 | 2 | tanh, 1e-07 | 0 / " in text
     assert "| 1 | 1.0000 | " in text
