@@ -193,12 +193,14 @@ def _keras_half(args, inputs):
                if k.startswith("train_") and "text" not in k}
     x_dev = {k[len("dev_"):]: v for k, v in saved.items()
              if k.startswith("dev_")}
-    texts = [saved[f"train_text_{i}"].tolist()
-             for i in range(len(TEXT_COLUMNS[args.task]))]
+    # The library's tokenization, as its pipeline runs it.
+    examples = beft_keras.data.Examples(
+        {name: saved[f"train_text_{i}"].astype(object)
+         for i, name in enumerate(TEXT_COLUMNS[args.task])},
+        saved["y_train"])
     preprocessor = keras_hub.models.TextClassifierPreprocessor.from_preset(
-        args.model, sequence_length=128)
-    ids = keras.ops.convert_to_numpy(
-        preprocessor(tuple(texts) if len(texts) > 1 else texts[0])["token_ids"])
+        args.model)
+    ids = beft_keras.data.tokenize(examples, preprocessor)["token_ids"]
     mismatches = int((ids != x_train["token_ids"]).any(axis=1).sum())
 
     if args.exact_gelu:
