@@ -171,8 +171,9 @@ def _add_head_arguments(command):
     command.add_argument(
         "--pair-encoding", choices=["cross", "siamese"],
         help="a sentence pair read together (cross) or each sentence on "
-        "its own (siamese) (default: siamese on a sentence-transformer, "
-        "cross otherwise)",
+        "its own (siamese) (default: siamese on a sentence-transformer "
+        "for a pair graded by likeness, such as stsb, rte, mrpc, qqp; "
+        "cross otherwise, boolq and wic too)",
     )
 
 

@@ -40,10 +40,12 @@ def is_sentence_transformer(model):
 
 
 def default_pair_encoding(model, spec):
-    """Siamese for a sentence pair (STS-B, RTE, MRPC, ...) on an embedding
-    model, which was trained to embed each sentence alone and compare by
-    cosine; a cross-encoder otherwise."""
-    if len(spec.features) == 2 and is_sentence_transformer(model):
+    """Siamese for a pair graded by how alike its texts are (STS-B, RTE,
+    MRPC, QQP, ...; `TaskSpec.compares_pair`) on an embedding model, which
+    was trained to embed each text alone and compare by cosine; a
+    cross-encoder otherwise (BoolQ and WiC too, whose labels a cosine of the
+    two texts does not measure)."""
+    if spec.compares_pair and is_sentence_transformer(model):
         return SIAMESE
     return CROSS
 

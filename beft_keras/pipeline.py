@@ -126,8 +126,9 @@ def prepare(
             preset's own pooling.
         pair_encoding: str or None. How an encoder reads a sentence pair:
             `"cross"` (together) or `"siamese"` (each sentence on its own);
-            `None` is siamese for a pair on an embedding model
-            (all-MiniLM-L6-v2), cross otherwise.
+            `None` is siamese for a pair graded by how alike its texts
+            are on an embedding model (all-MiniLM-L6-v2), cross otherwise
+            (see `heads.default_pair_encoding`).
         distribution: a data- or model-parallel distribution from
             `beft_keras.distribution` (`get_distribution`), or `None`. The
             model is built under it, and every training batch is a

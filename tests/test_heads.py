@@ -148,10 +148,14 @@ def test_default_pair_encoding(tmp_path):
     (tmp_path / "1_Pooling" / "config.json").write_text(
         '{"pooling_mode_mean_tokens": true}'
     )
-    assert heads.default_pair_encoding(str(tmp_path), stsb) == "siamese"
-    assert heads.default_pair_encoding(str(tmp_path), rte) == "siamese"
-    sst2 = beft_keras.get_task("sst2")
-    assert heads.default_pair_encoding(str(tmp_path), sst2) == "cross"
+    for task in ("stsb", "rte", "mrpc", "qqp", "qnli", "mnli", "cb"):
+        spec = beft_keras.get_task(task)
+        assert heads.default_pair_encoding(str(tmp_path), spec) == "siamese"
+    # A cosine of the two texts measures neither BoolQ's answer nor WiC's
+    # word sense; one text has no pair.
+    for task in ("boolq", "wic", "sst2", "cola"):
+        spec = beft_keras.get_task(task)
+        assert heads.default_pair_encoding(str(tmp_path), spec) == "cross"
 
 
 def test_heads_number_the_backbone_layers_once(bert_preset):

@@ -41,6 +41,14 @@ class TaskSpec:
         dev_split: str. The TFDS split used as the dev set.
         regimes: dict. Maps each of `"low"`, `"medium"`, `"high"` to a
             training-set size and `"full"` to `None` (the whole training set).
+        compares_pair: bool. Whether the label of a text pair grades how
+            alike the two texts are in meaning (similarity, paraphrase,
+            entailment, an answer's relevance to a question): what an
+            embedding model's cosine measures, so such a pair is read
+            siamese on one by default (`heads.default_pair_encoding`).
+            `False` for one text, and for a pair whose label needs both
+            texts read together (BoolQ's yes or no from the passage, WiC's
+            sense of one word in two sentences).
 
     Example:
     ```python
@@ -57,6 +65,7 @@ class TaskSpec:
     tfds_name: str
     dev_split: str
     regimes: dict
+    compares_pair: bool = False
 
     @property
     def is_regression(self):
@@ -79,7 +88,10 @@ def _task(
     sizes,
     dev_split="validation",
     name=None,
+    compares_pair=None,
 ):
+    if compares_pair is None:
+        compares_pair = len(features) == 2
     return TaskSpec(
         name=name or tfds_name.split("/")[1],
         features=features,
@@ -88,6 +100,7 @@ def _task(
         tfds_name=tfds_name,
         dev_split=dev_split,
         regimes=dict(zip(REGIMES, sizes + (None,))),
+        compares_pair=compares_pair,
     )
 
 
@@ -119,9 +132,10 @@ TASKS = {
         _task("super_glue/cb", _NLI, 3, ("macro_f1", "accuracy"),
               _SUPER_GLUE_SIZES),
         # WiC also has the target `word`; we feed only the two sentences.
-        _task("super_glue/wic", _PAIR, 2, ("accuracy",), _SUPER_GLUE_SIZES),
+        _task("super_glue/wic", _PAIR, 2, ("accuracy",), _SUPER_GLUE_SIZES,
+              compares_pair=False),
         _task("super_glue/boolq", ("question", "passage"), 2, ("accuracy",),
-              _SUPER_GLUE_SIZES),
+              _SUPER_GLUE_SIZES, compares_pair=False),
         # Generation, for causal LMs only: 1000 training examples as in
         # MeZO.
         _task("squad/v1.1", ("title", "context", "question"), 0,
