@@ -88,10 +88,8 @@ def _task(
     sizes,
     dev_split="validation",
     name=None,
-    compares_pair=None,
+    compares_pair=False,
 ):
-    if compares_pair is None:
-        compares_pair = len(features) == 2
     return TaskSpec(
         name=name or tfds_name.split("/")[1],
         features=features,
@@ -119,23 +117,26 @@ TASKS = {
         _task("glue/sst2", _SENTENCE, 2, ("accuracy",), (1000, 5000, 11000)),
         _task("glue/cola", _SENTENCE, 2, ("mcc", "accuracy"),
               (1710, 3420, 4275)),
-        _task("glue/rte", _PAIR, 2, ("accuracy",), (300, 900, 1200)),
-        _task("glue/mrpc", _PAIR, 2, ("f1", "accuracy"), (367, 1191, 1835)),
+        _task("glue/rte", _PAIR, 2, ("accuracy",), (300, 900, 1200),
+              compares_pair=True),
+        _task("glue/mrpc", _PAIR, 2, ("f1", "accuracy"), (367, 1191, 1835),
+              compares_pair=True),
         _task("glue/stsb", _PAIR, 1, ("pearson", "spearman"),
-              (287, 1150, 2300)),
+              (287, 1150, 2300), compares_pair=True),
         _task("glue/qnli", ("question", "sentence"), 2, ("accuracy",),
-              (1000, 5000, 9000)),
+              (1000, 5000, 9000), compares_pair=True),
         _task("glue/qqp", ("question1", "question2"), 2, ("f1", "accuracy"),
-              (1000, 5000, 9000)),
+              (1000, 5000, 9000), compares_pair=True),
         _task("glue/mnli", _NLI, 3, ("accuracy",), (1000, 5000, 9000),
-              dev_split="validation_matched"),
+              dev_split="validation_matched", compares_pair=True),
         _task("super_glue/cb", _NLI, 3, ("macro_f1", "accuracy"),
-              _SUPER_GLUE_SIZES),
-        # WiC also has the target `word`; we feed only the two sentences.
-        _task("super_glue/wic", _PAIR, 2, ("accuracy",), _SUPER_GLUE_SIZES,
-              compares_pair=False),
+              _SUPER_GLUE_SIZES, compares_pair=True),
+        # WiC also has the target `word`; we feed only the two sentences,
+        # whose likeness is not the word's sense: not a compared pair. Nor
+        # is BoolQ's question and passage, whose label is the answer.
+        _task("super_glue/wic", _PAIR, 2, ("accuracy",), _SUPER_GLUE_SIZES),
         _task("super_glue/boolq", ("question", "passage"), 2, ("accuracy",),
-              _SUPER_GLUE_SIZES, compares_pair=False),
+              _SUPER_GLUE_SIZES),
         # Generation, for causal LMs only: 1000 training examples as in
         # MeZO.
         _task("squad/v1.1", ("title", "context", "question"), 0,
