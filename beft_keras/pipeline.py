@@ -231,20 +231,7 @@ def probe(run, epochs=1, learning_rate=None, probe_batches=32, verbose=1):
     )
     with run.scope():
         tuning.make_trainable(run.classifier, tuning.ALL_BIAS)
-        models.compile_model(run.classifier, run.spec, learning_rate)
-        # The batches shuffle themselves, per epoch, within length
-        # buckets. The loss check comes first: a diverged fit fails before
-        # it is scored.
-        run.classifier.fit(
-            run.train_batches,
-            epochs=epochs,
-            callbacks=[
-                StopOnNonFiniteLoss(learning_rate),
-                beft_probe,
-            ],
-            shuffle=False,
-            verbose=verbose,
-        )
+        _fit(run, epochs, learning_rate, [beft_probe], verbose)
     return beft_probe
 
 
@@ -283,17 +270,9 @@ def tune(run, terms, epochs=None, learning_rate=None, verbose=1,
     learning_rate = _learning_rate(learning_rate, default_rate)
     with run.scope():
         setup = tuning.make_trainable(run.classifier, terms, seed=run.seed)
-        models.compile_model(run.classifier, run.spec, learning_rate)
-        run.classifier.fit(
-            run.train_batches,
-            epochs=epochs,
-            callbacks=[
-                StopOnNonFiniteLoss(learning_rate),
-                *setup.callbacks,
-                *(callbacks or []),
-            ],
-            shuffle=False,
-            verbose=verbose,
+        _fit(
+            run, epochs, learning_rate,
+            [*setup.callbacks, *(callbacks or [])], verbose,
         )
     return {
         "task": run.spec.name,
@@ -504,6 +483,20 @@ def summarize(command, results):
         summary["wall_time_s"] = sum(r["wall_time_s"] for r in results)
     summary["runs"] = results
     return summary
+
+
+def _fit(run, epochs, learning_rate, callbacks, verbose):
+    """Compile the classifier for the task and fit it on the run's batches."""
+    models.compile_model(run.classifier, run.spec, learning_rate)
+    # The batches shuffle themselves, per epoch, within length buckets. The
+    # loss check comes first: a diverged fit fails before it is scored.
+    run.classifier.fit(
+        run.train_batches,
+        epochs=epochs,
+        callbacks=[StopOnNonFiniteLoss(learning_rate), *callbacks],
+        shuffle=False,
+        verbose=verbose,
+    )
 
 
 def _scope(distribution):
