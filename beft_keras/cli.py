@@ -204,6 +204,12 @@ def _add_common_arguments(command):
         "authors' code draws it (default: seeded)",
     )
     command.add_argument(
+        "--batching", default="bucketed", choices=["bucketed", "mixed"],
+        help="which examples share a training batch: those of one length "
+        "bucket (least padding), or any (mixed, as most trainers draw "
+        "them) (default: bucketed)",
+    )
+    command.add_argument(
         "--seeds", type=_seed, nargs="+", default=[0], help="(default: 0)"
     )
     command.add_argument(
@@ -333,6 +339,7 @@ def _run_seed(args, seed, folder, distribution=None):
         model=args.model,
         regime=args.regime,
         subset_draw=args.subset_draw,
+        batching=args.batching,
         seed=seed,
         batch_size=args.batch_size,
         sequence_length=args.sequence_length,

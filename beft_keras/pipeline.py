@@ -61,6 +61,8 @@ class TaskRun:
             `beft_keras.distribution`), or `None` for one device.
         subset_draw: str. How the training subset was drawn (see
             `prepare`).
+        batching: str. Which examples share a training batch (see
+            `prepare`).
     """
 
     spec: object
@@ -79,6 +81,7 @@ class TaskRun:
     sequence_length: int = 128
     distribution: object = None
     subset_draw: str = data.SEEDED
+    batching: str = data.BUCKETED
 
     def scope(self):
         """The distribution's scope, in which the model is built, compiled
@@ -100,6 +103,7 @@ def prepare(
     pair_encoding=None,
     distribution=None,
     subset_draw=data.SEEDED,
+    batching=data.BUCKETED,
 ):
     """Load a task's data and a model for it.
 
@@ -136,6 +140,9 @@ def prepare(
         subset_draw: str. How the training subset is drawn: `"seeded"` or
             `"paper"`, the BEFT authors' draw (see `data.subsample`).
             Defaults to `"seeded"`.
+        batching: str. Which examples share a training batch:
+            `"bucketed"` (those of one length bucket) or `"mixed"` (any;
+            see `data.make_dataset`). Defaults to `"bucketed"`.
 
     Returns:
         A `TaskRun`.
@@ -167,7 +174,7 @@ def prepare(
         spec=spec, model=model, seed=seed, regime=regime, train=train,
         dev=dev, classifier=classifier, settings=settings,
         sequence_length=sequence_length, distribution=distribution,
-        subset_draw=subset_draw,
+        subset_draw=subset_draw, batching=batching,
     )
     if spec.is_generation:
         x, y, weights = generation_inputs(
@@ -181,7 +188,7 @@ def prepare(
             return _distributable(distribution, data.batch_arrays(
                 x, y, batch_size, sequence_length, shuffle=True, seed=seed,
                 buckets=buckets, sample_weight=weights,
-                batch_multiple=multiple,
+                batch_multiple=multiple, batching=batching,
             ))
 
         return TaskRun(
@@ -195,6 +202,7 @@ def prepare(
         return _distributable(distribution, data.batch_arrays(
             features, train.labels, batch_size, sequence_length,
             shuffle=True, seed=seed, buckets=buckets, batch_multiple=multiple,
+            batching=batching,
         ))
 
     dev_batches = _distributable(distribution, data.make_dataset(
@@ -281,6 +289,7 @@ def tune(run, terms, epochs=None, learning_rate=None, verbose=1,
         "seed": run.seed,
         "regime": run.regime,
         "subset_draw": run.subset_draw,
+        "batching": run.batching,
         "train_examples": len(run.train),
         "dev_examples": len(run.dev),
         "terms": list(terms),
@@ -313,6 +322,7 @@ def run(
     pair_encoding=None,
     distribution=None,
     subset_draw=data.SEEDED,
+    batching=data.BUCKETED,
 ):
     """Run BEFT on one task and seed: fit all biases while a `BeftProbe`
     scores them, reset, fine-tune only the selected term (and the head), and
@@ -327,6 +337,7 @@ def run(
         task, data_dir, model, regime, seed, batch_size, sequence_length,
         pooling=pooling, pair_encoding=pair_encoding,
         distribution=distribution, subset_draw=subset_draw,
+        batching=batching,
     )
     beft_probe = probe(
         task_run, probe_epochs, learning_rate, probe_batches, verbose

@@ -66,6 +66,12 @@ def main(argv=None):
         "buckets. Results go to accuracy_<backend>_fixed<length>.json.",
     )
     parser.add_argument(
+        "--batching", choices=("bucketed", "mixed"), default="bucketed",
+        help="Which examples share a training batch (see `beft "
+        "--batching`). Results of 'mixed' go to "
+        "accuracy_<backend>_..._mixed.json.",
+    )
+    parser.add_argument(
         "--subset-draw", choices=("seeded", "paper"), default="seeded",
         help="How the training subset is drawn: the library's seeded draw, "
         "or the BEFT authors' (`beft_keras.data.subsample`), for a run on "
@@ -122,13 +128,16 @@ def plan(args):
     return [(task, seed) for seed in args.seeds for task in args.tasks]
 
 
-def result_name(backend, pooling, padding, shard, subset_draw="seeded"):
-    """`accuracy_<backend>[_<pooling>][_fixed<n>][_paper][_<shard>]`: one
-    file per head, padding and subset draw, so that their rows never mix."""
+def result_name(backend, pooling, padding, shard, subset_draw="seeded",
+                batching=BUCKETED):
+    """`accuracy_<backend>[_<pooling>][_fixed<n>][_paper][_mixed][_<shard>]`:
+    one file per head, padding, subset draw and batching, so that their rows
+    never mix."""
     parts = [NAME, backend]
     parts += [pooling] if pooling else []
     parts += [padding] if padding != BUCKETED else []
     parts += [subset_draw] if subset_draw != "seeded" else []
+    parts += [batching] if batching != BUCKETED else []
     parts += [shard] if shard else []
     return "_".join(parts)
 
@@ -150,14 +159,15 @@ def worker(args):
     buckets = (data.DEFAULT_BUCKETS if padding == BUCKETED
                else (args.sequence_length,))
     name = result_name(env["backend"], args.pooling, padding, args.shard,
-                       args.subset_draw)
+                       args.subset_draw, args.batching)
     path = common.result_path(args.results, name, None, args.quick)
     payload = common.read_json(path) if os.path.exists(path) else {
         **env, "rows": [], "probes": [],
     }
     payload.update(
         quick=args.quick, model=model, sequence_length=args.sequence_length,
-        padding=padding, probe_epochs=args.probe_epochs,
+        padding=padding, batching=args.batching,
+        probe_epochs=args.probe_epochs,
         last_command=env["command"], machine=env["machine"],
     )
     # The head asked for: "default" (the model's own) or a --pooling.
@@ -175,7 +185,7 @@ def worker(args):
             max_examples=(16, 32) if args.quick else None,
             pooling=args.pooling,
             pair_encoding=heads.CROSS if args.pooling else None,
-            subset_draw=args.subset_draw,
+            subset_draw=args.subset_draw, batching=args.batching,
         )
         # Every method starts from these weights: pretrained body, seeded
         # head.
@@ -194,6 +204,7 @@ def worker(args):
             payload["probes"].append({
                 "task": task, "seed": seed, "pooling": pooling,
                 "padding": padding, "subset_draw": args.subset_draw,
+                "batching": args.batching,
                 "learning_rate": run.settings.learning_rate,
                 "averages": results.averages,
                 "rankings": results.rankings,
@@ -229,7 +240,7 @@ def worker(args):
                 "task": task, "seed": seed, "method": method,
                 "pooling": pooling, "head": result["head"],
                 "padding": padding, "subset_draw": args.subset_draw,
-                "main_metric": run.spec.main_metric,
+                "batching": args.batching, "main_metric": run.spec.main_metric,
                 "metrics": result["metrics"],
                 "score": result["metrics"][run.spec.main_metric],
                 "trainable_params": result["trainable_params"],

@@ -150,12 +150,13 @@ def machine():
 
 
 def load_accuracy(results, backend, quick=False, pooling="default",
-                  padding="bucketed", subset_draw="seeded"):
-    """The accuracy results of a backend with one head, padding and subset
-    draw (the model's own head, length buckets and the library's draw
-    unless named): the rows and probes of `accuracy_<backend>*.json`
-    (workers run side by side on different tasks, heads and paddings), or
-    None."""
+                  padding="bucketed", subset_draw="seeded",
+                  batching="bucketed"):
+    """The accuracy results of a backend with one head, padding, subset
+    draw and batching (the model's own head, length buckets, the library's
+    draw and bucketed batches unless named): the rows and probes of
+    `accuracy_<backend>*.json` (workers run side by side on different
+    tasks, heads and paddings), or None."""
     import glob
 
     paths = [
@@ -165,7 +166,7 @@ def load_accuracy(results, backend, quick=False, pooling="default",
     merged = None
     for path in sorted(paths):
         payload = read_json(path)
-        variant = (pooling, padding, subset_draw)
+        variant = (pooling, padding, subset_draw, batching)
         rows = [r for r in payload["rows"] if _variant(r) == variant]
         probes = [p for p in payload["probes"] if _variant(p) == variant]
         if not rows and not probes:
@@ -207,11 +208,12 @@ def run_then_render(module, argv, args, render):
 
 
 def _variant(record):
-    """The head, padding and subset draw an accuracy row or probe was
-    measured with."""
+    """The head, padding, subset draw and batching an accuracy row or probe
+    was measured with."""
     return (record.get("pooling", "default"),
             record.get("padding", "bucketed"),
-            record.get("subset_draw", "seeded"))
+            record.get("subset_draw", "seeded"),
+            record.get("batching", "bucketed"))
 
 
 def write_json(path, payload):

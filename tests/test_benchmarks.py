@@ -36,6 +36,9 @@ def test_quick_modes_write_results_and_report(classifier_preset, tmp_path):
                                         "--fixed-padding"]) == 0
     assert accuracy.main(common_args + ["--methods", "b_v", "--pooling",
                                         "cls", "--subset-draw", "paper"]) == 0
+    assert accuracy.main(common_args + [
+        "--methods", "b_v", "--pooling", "cls", "--subset-draw", "paper",
+        "--batching", "mixed"]) == 0
     output = str(tmp_path / "docs" / "benchmarks.md")
     assert report.main(["--quick", "--results", results,
                         "--output", output]) == 0
@@ -70,6 +73,15 @@ def test_quick_modes_write_results_and_report(classifier_preset, tmp_path):
     merged = common.load_accuracy(results, backend, True, pooling="cls",
                                   subset_draw="paper")
     assert [r["subset_draw"] for r in merged["rows"]] == ["paper"]
+    # `--batching mixed` rows: their own file, never merged with bucketed.
+    mixed = beft_keras_json(
+        results, f"accuracy_{backend}_cls_paper_mixed_quick.json")
+    assert [(r["method"], r["batching"]) for r in mixed["rows"]] == [
+        ("b_v", "mixed")]
+    assert [r["batching"] for r in merged["rows"]] == ["bucketed"]
+    assert [r["batching"] for r in common.load_accuracy(
+        results, backend, True, pooling="cls", subset_draw="paper",
+        batching="mixed")["rows"]] == ["mixed"]
     default = common.load_accuracy(results, backend, True)
     assert {r["subset_draw"] for r in default["rows"]} == {"seeded"}
     assert "The same head on the authors' exact training examples" in text

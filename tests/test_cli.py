@@ -30,6 +30,7 @@ def test_beft_run_end_to_end(classifier_preset, tmp_path, capsys):
     assert accuracy["std"] == pytest.approx(np.std(accuracy["per_seed"]))
     assert results["runs"][0]["train_examples"] == 48
     assert results["runs"][0]["subset_draw"] == "seeded"
+    assert results["runs"][0]["batching"] == "bucketed"
     assert results["runs"][0]["dev_examples"] == 16
     for seed in (0, 1):
         seed_dir = output / f"seed_{seed}"
@@ -49,20 +50,25 @@ def test_beft_run_end_to_end(classifier_preset, tmp_path, capsys):
     ) == accuracy["per_seed"][0]
 
 
-def test_beft_tune_draws_the_authors_subset(
+def test_beft_tune_draws_the_authors_subset_in_mixed_batches(
     classifier_preset, tmp_path, capsys
 ):
     data_dir = write_sst2_task(tmp_path / "glue", num_train=1040)
     output = tmp_path / "out"
     code = cli.main(
         ["tune", *_tiny_args(data_dir, classifier_preset), "--epochs", "1",
-         "--subset-draw", "paper", "--output", str(output)]
+         "--subset-draw", "paper", "--batching", "mixed",
+         "--output", str(output)]
     )
     assert code == 0
     run = json.loads((output / "results.json").read_text())["runs"][0]
     assert (run["subset_draw"], run["train_examples"]) == ("paper", 1000)
+    assert run["batching"] == "mixed"
     assert cli.main(["tune", *_tiny_args(data_dir, classifier_preset),
                      "--subset-draw", "sorted"]) == 2
+    assert "invalid choice: 'sorted'" in capsys.readouterr().err
+    assert cli.main(["tune", *_tiny_args(data_dir, classifier_preset),
+                     "--batching", "sorted"]) == 2
     assert "invalid choice: 'sorted'" in capsys.readouterr().err
 
 

@@ -517,6 +517,93 @@ def test_shuffled_epochs_are_seeded(examples, preprocessor):
     assert not np.array_equal(first, epochs(seed=8)[0])
 
 
+def _bucket_of(lengths):
+    """The smallest of `LENGTHS` that fits each length."""
+    return np.array([min(b for b in LENGTHS if b >= n) for n in lengths])
+
+
+def test_mixed_batches_follow_the_examples(examples, preprocessor):
+    dataset = data.make_dataset(
+        examples, preprocessor, BATCH_SIZE, SEQUENCE_LENGTH, buckets=BUCKETS,
+        batching="mixed",
+    )
+    batches = _epoch(dataset)
+    # ceil(30 / 4): cut in the examples' order, the last batch short.
+    assert len(batches) == int(dataset.cardinality()) == 8
+    np.testing.assert_array_equal(
+        np.concatenate([labels for _, labels in batches]),
+        np.arange(NUM_EXAMPLES),
+    )
+    lengths = np.minimum(_true_lengths(examples), SEQUENCE_LENGTH)
+    for features, labels in batches:
+        np.testing.assert_array_equal(
+            features["padding_mask"].sum(1), lengths[labels]
+        )
+        # Padded to the bucket of its longest example, not of each one.
+        assert features["token_ids"].shape[1] == _bucket_of(
+            [lengths[labels].max()]
+        )[0]
+    # Unlike bucketed batches, some mix examples of different buckets.
+    assert any(
+        len(set(_bucket_of(lengths[labels]))) > 1 for _, labels in batches
+    )
+
+
+def test_shuffled_mixed_epochs_hold_every_example_once(examples, preprocessor):
+    def epochs(seed):
+        dataset = data.make_dataset(
+            examples, preprocessor, BATCH_SIZE, SEQUENCE_LENGTH,
+            shuffle=True, seed=seed, buckets=BUCKETS, batching="mixed",
+        )
+        return [[labels for _, labels in _epoch(dataset)] for _ in range(2)]
+
+    first, second = epochs(seed=7)
+    for epoch in (first, second):
+        assert [len(labels) for labels in epoch] == [4] * 7 + [2]
+        np.testing.assert_array_equal(
+            np.sort(np.concatenate(epoch)), np.arange(NUM_EXAMPLES)
+        )
+    assert not np.array_equal(np.concatenate(first), np.concatenate(second))
+    again = epochs(seed=7)
+    for epoch, repeated in zip((first, second), again):
+        np.testing.assert_array_equal(
+            np.concatenate(epoch), np.concatenate(repeated)
+        )
+
+
+@pytest.mark.parametrize("batching", ["bucketed", "mixed"])
+def test_batch_multiple_trims_only_remainders(batching):
+    # Lengths 2..13 in buckets 4, 8, 16 hold 3, 4 and 5 examples.
+    lengths = np.arange(2, 14)
+    mask = np.arange(16)[None, :] < lengths[:, None]
+    features = {"token_ids": mask.astype("int32"), "padding_mask": mask}
+    dataset = data.batch_arrays(
+        features, np.arange(12), batch_size=4, sequence_length=16,
+        shuffle=True, buckets=(4, 8), batch_multiple=2, batching=batching,
+    )
+    sizes = {
+        # Per bucket: 3 -> 2, 4 -> 4, 5 -> 4 + 0 (a lone example dropped).
+        "bucketed": [2, 4, 4],
+        # 12 examples in batches of 4.
+        "mixed": [4, 4, 4],
+    }[batching]
+    for _ in range(2):
+        batches = _epoch(dataset)
+        assert len(batches) == int(dataset.cardinality()) == len(sizes)
+        assert sorted(len(labels) for _, labels in batches) == sorted(sizes)
+        seen = np.concatenate([labels for _, labels in batches])
+        assert len(set(seen)) == len(seen) == sum(sizes)
+
+
+def test_batching_must_be_known(preprocessor):
+    with pytest.raises(DataError, match="batching='random'"):
+        data.make_dataset(_examples(4), preprocessor, 2, batching="random")
+    mask = np.ones((2, 4), dtype=bool)
+    with pytest.raises(DataError, match=r"\['bucketed', 'mixed'\]"):
+        data.batch_arrays({"padding_mask": mask}, np.zeros(2), 2,
+                          batching="by_length")
+
+
 def test_sentence_pairs(preprocessor):
     examples = Examples(
         {

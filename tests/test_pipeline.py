@@ -277,3 +277,27 @@ def test_prepare_draws_the_subset_it_is_asked_for(classifier_preset, tmp_path):
                                       expected.features["sentence"])
         subsets[draw] = run.train.features["sentence"]
     assert list(subsets["seeded"]) != list(subsets["paper"])
+
+
+def test_prepare_batches_as_asked(classifier_preset, tmp_path):
+    """The training sentences are 6 to 10 tokens long, in buckets 8 and 12:
+    bucketed batches never mix the two, mixed ones (cut from all examples
+    in one shuffled order) do; both hold every example once an epoch, and
+    the dev batches are the same either way."""
+    data_dir = str(write_sst2_task(tmp_path / "glue"))
+    dev_shapes = []
+    for batching in ("bucketed", "mixed"):
+        run = pipeline.prepare("sst2", data_dir, classifier_preset, seed=1,
+                               batch_size=8, sequence_length=12, buckets=(8,),
+                               batching=batching)
+        assert run.batching == batching
+        epoch = [f["padding_mask"].sum(1)
+                 for f, _ in run.train_batches.as_numpy_iterator()]
+        assert sum(len(lengths) for lengths in epoch) == len(run.train) == 48
+        mixes = [len(set(lengths > 8)) > 1 for lengths in epoch]
+        assert any(mixes) == (batching == "mixed")
+        if batching == "mixed":
+            assert [len(lengths) for lengths in epoch] == [8] * 6
+        dev_shapes.append([f["padding_mask"].shape for f, _ in
+                           run.dev_batches.as_numpy_iterator()])
+    assert dev_shapes[0] == dev_shapes[1]

@@ -1,7 +1,10 @@
 """GLUE and SuperGLUE data: tasks, TSV and TFDS readers, training regimes
 and length-bucketed batches."""
 
+from beft_keras.data.batching import BATCHINGS
+from beft_keras.data.batching import BUCKETED
 from beft_keras.data.batching import DEFAULT_BUCKETS
+from beft_keras.data.batching import MIXED
 from beft_keras.data.batching import batch_arrays
 from beft_keras.data.batching import bucket_lengths
 from beft_keras.data.batching import make_dataset

@@ -9,6 +9,11 @@ import tensorflow as tf
 from beft_keras.data.tasks import DataError
 
 DEFAULT_BUCKETS = (16, 32, 64, 128)
+# Which examples share a batch: those of one bucket (the least padding), or
+# any (each batch a random draw of the whole set, as most trainers make).
+BUCKETED = "bucketed"
+MIXED = "mixed"
+BATCHINGS = (BUCKETED, MIXED)
 PADDING_MASK = "padding_mask"
 # How many texts the preprocessor tokenizes at once.
 _TOKENIZE_BATCH_SIZE = 1024
@@ -48,20 +53,24 @@ def make_dataset(
     shuffle=False,
     seed=0,
     buckets=DEFAULT_BUCKETS,
+    batching=BUCKETED,
 ):
     """A `tf.data.Dataset` of `(features, labels)` batches for `model.fit`.
 
     Every example is tokenized once, truncated to `sequence_length`, and put
     in the smallest bucket of `bucket_lengths(sequence_length, buckets)` that
-    fits it. Batches are drawn within a bucket, and every feature of a batch
-    is trimmed to its bucket's length. Each iteration over the dataset is one
-    epoch that yields every example exactly once. With `shuffle=True` each
-    epoch has its own random order of examples and of batches, drawn from
-    `seed` and the epoch's number, so that two datasets made with the same
-    seed yield the same epochs; without it the order is fixed: buckets from
-    short to long, examples in their order. Either way the batches do not
-    follow the order of `examples`: score `model.predict(dataset)` against
-    the dataset's own labels.
+    fits it. With `batching="bucketed"` batches are drawn within a bucket,
+    so short and long examples never share one (the least padding); with
+    `"mixed"` they are drawn from all examples, as most trainers draw them,
+    and each is padded to the bucket of its longest example. Every feature
+    of a batch is trimmed to its length. Each iteration over the dataset is
+    one epoch that yields every example exactly once. With `shuffle=True`
+    each epoch has its own random order of examples and of batches, drawn
+    from `seed` and the epoch's number, so that two datasets made with the
+    same seed yield the same epochs; without it the order is fixed:
+    bucketed batches go from the shortest bucket to the longest, mixed ones
+    follow `examples`, and within a batch examples keep their order. Either
+    way score `model.predict(dataset)` against the dataset's own labels.
 
     The dataset works with `model.fit`, `evaluate` and `predict` on every
     Keras backend.
@@ -80,6 +89,11 @@ def make_dataset(
         seed: int. Seed of the shuffling. Defaults to `0`.
         buckets: tuple of int. The candidate batch lengths. Defaults to
             `(16, 32, 64, 128)`.
+        batching: str. Which examples share a batch: `"bucketed"` (those
+            of one bucket) or `"mixed"` (any). Bucketed batches pad least;
+            measured on all-MiniLM-L6-v2 with keras-hub's CLS classifier,
+            mixed ones train better on CoLA (docs/head_sweep.md). Defaults
+            to `"bucketed"`.
 
     Returns:
         A `tf.data.Dataset` of `(features, labels)`: `features` is the
@@ -104,12 +118,13 @@ def make_dataset(
     ```
     """
     _check_positive_int("batch_size", batch_size)
+    _plan(batching)
     if len(examples) == 0:
         raise DataError("`examples` is empty: there is nothing to batch.")
     features = tokenize(examples, preprocessor, sequence_length)
     return batch_arrays(
         features, examples.labels, batch_size, sequence_length, shuffle,
-        seed, buckets,
+        seed, buckets, batching=batching,
     )
 
 
@@ -123,6 +138,7 @@ def batch_arrays(
     buckets=DEFAULT_BUCKETS,
     sample_weight=None,
     batch_multiple=1,
+    batching=BUCKETED,
 ):
     """Length-bucketed batches of already tokenized examples, as
     `make_dataset` makes them.
@@ -133,14 +149,14 @@ def batch_arrays(
         labels: numpy array of shape `(num_examples,)`, or `(num_examples,
             sequence_length)` for per-token targets, which are trimmed with
             the features.
-        batch_size, sequence_length, shuffle, seed, buckets: as for
-            `make_dataset`.
+        batch_size, sequence_length, shuffle, seed, buckets, batching: as
+            for `make_dataset`.
         sample_weight: numpy array or None. Per-example or per-token
             weights, shaped and trimmed like `labels`.
         batch_multiple: int. Every batch's size is a multiple of it (data
             parallel on JAX shards a batch evenly over the devices): a
-            bucket's last batch drops its remainder, which other epochs'
-            shuffles put in other batches. `batch_size` must be a multiple
+            bucket's last batch (the epoch's, when mixed) drops its
+            remainder, which other epochs' shuffles put in other batches. `batch_size` must be a multiple
             of it. Defaults to `1`.
 
     Returns:
@@ -155,6 +171,7 @@ def batch_arrays(
     ```
     """
     lengths = bucket_lengths(sequence_length, buckets)
+    plan = _plan(batching)
     _check_positive_int("batch_size", batch_size)
     _check_positive_int("batch_multiple", batch_multiple)
     if batch_size % batch_multiple:
@@ -180,7 +197,7 @@ def batch_arrays(
 
     def batches():
         rng = np.random.default_rng([seed, next(epochs)]) if shuffle else None
-        for indices, length in _plan(
+        for indices, length in plan(
             example_buckets, lengths, batch_size, rng, batch_multiple
         ):
             batch = {name: x[indices, :length] for name, x in features.items()}
@@ -194,9 +211,10 @@ def batch_arrays(
         },
         *(tf.TensorSpec((None,) * t.ndim, t.dtype) for t in targets),
     )
-    counts = np.bincount(example_buckets, minlength=len(lengths))
-    num_batches = int(
-        np.sum(counts // batch_size + (counts % batch_size >= batch_multiple))
+    # Shuffling changes which examples share a batch, never how many
+    # batches there are.
+    num_batches = len(
+        plan(example_buckets, lengths, batch_size, None, batch_multiple)
     )
     dataset = tf.data.Dataset.from_generator(
         batches, output_signature=signature
@@ -282,23 +300,58 @@ def tokenize(examples, preprocessor, sequence_length=128):
     }
 
 
-def _plan(example_buckets, lengths, batch_size, rng, batch_multiple=1):
-    """One epoch's batches, as `(example indices, length)`; shuffled with
-    `rng` unless it is `None`; each a multiple of `batch_multiple` long."""
-    order = np.arange(len(example_buckets))
-    if rng is not None:
-        order = rng.permutation(order)
-    batches = []
-    for bucket, length in enumerate(lengths):
-        members = order[example_buckets[order] == bucket]
-        for start in range(0, len(members), batch_size):
-            batch = members[start : start + batch_size]
-            batch = batch[: len(batch) - len(batch) % batch_multiple]
-            if len(batch):
-                batches.append((batch, length))
+def _bucketed_plan(example_buckets, lengths, batch_size, rng,
+                   batch_multiple):
+    """One epoch's batches, as `(example indices, length)`, each within one
+    bucket; shuffled with `rng` unless it is `None`."""
+    order = _order(len(example_buckets), rng)
+    batches = [
+        (batch, length)
+        for bucket, length in enumerate(lengths)
+        for batch in _cut(order[example_buckets[order] == bucket],
+                          batch_size, batch_multiple)
+    ]
     if rng is not None:
         batches = [batches[i] for i in rng.permutation(len(batches))]
     return batches
+
+
+def _mixed_plan(example_buckets, lengths, batch_size, rng, batch_multiple):
+    """One epoch's batches, as `(example indices, length)`, cut from all
+    examples in one order (shuffled with `rng` unless it is `None`), each
+    padded to the bucket of its longest example."""
+    order = _order(len(example_buckets), rng)
+    return [
+        (batch, lengths[int(example_buckets[batch].max())])
+        for batch in _cut(order, batch_size, batch_multiple)
+    ]
+
+
+_PLANS = {BUCKETED: _bucketed_plan, MIXED: _mixed_plan}
+
+
+def _plan(batching):
+    if batching not in _PLANS:
+        raise DataError(
+            f"`batching` must be one of {list(BATCHINGS)}. "
+            f"Received: batching={batching!r}"
+        )
+    return _PLANS[batching]
+
+
+def _order(num_examples, rng):
+    order = np.arange(num_examples)
+    return order if rng is None else rng.permutation(order)
+
+
+def _cut(indices, batch_size, batch_multiple):
+    """`indices` in batches of `batch_size`, each trimmed to a multiple of
+    `batch_multiple`; a batch trimmed to nothing is dropped."""
+    for start in range(0, len(indices), batch_size):
+        batch = indices[start : start + batch_size]
+        batch = batch[: len(batch) - len(batch) % batch_multiple]
+        if len(batch):
+            yield batch
 
 
 def _is_positive_int(value):
