@@ -39,6 +39,8 @@ UNTUNED = "untuned"
 METHOD_ORDER = ("b_v", "b_q", "b_k", "all-bias", "random", "head", "full",
                 UNTUNED)
 BUCKETED = "bucketed"
+# `beft --batching`: which examples share a training batch.
+BATCHINGS = (BUCKETED, "mixed")
 DEFAULT_POOLING = "default"
 
 
@@ -66,7 +68,7 @@ def main(argv=None):
         "buckets. Results go to accuracy_<backend>_fixed<length>.json.",
     )
     parser.add_argument(
-        "--batching", choices=("bucketed", "mixed"), default="bucketed",
+        "--batching", choices=BATCHINGS, default=BUCKETED,
         help="Which examples share a training batch (see `beft "
         "--batching`). Results of 'mixed' go to "
         "accuracy_<backend>_..._mixed.json.",

@@ -84,7 +84,9 @@ def test_quick_modes_write_results_and_report(classifier_preset, tmp_path):
         batching="mixed")["rows"]] == ["mixed"]
     default = common.load_accuracy(results, backend, True)
     assert {r["subset_draw"] for r in default["rows"]} == {"seeded"}
-    assert "The same head on the authors' exact training examples" in text
+    assert ("The same head, bucketed batches (the default), on the authors' "
+            "exact training examples") in text
+    assert "The same head, mixed batches (`--batching mixed`" in text
     score = paper["rows"][0]["score"]
     assert (f"| sst2 | b_v | 0 | {score:.4f} | {score:.4f} | not run | "
             "not run |") in text
@@ -181,13 +183,24 @@ def test_paper_draw_rows_sit_beside_the_authors_code():
     assert ("| rte | b_v | mean, seeds both ran | 0.5300 ± 0.0141 (2) | "
             "0.5700 ± 0.0141 (2) | 0.5200 ± 0.0424 (2) | "
             "0.5500 ± 0.0283 (2) |") in table
-    targets = "\n".join(report_accuracy._targets([], None, None, paper,
-                                                 authors))
-    assert ("| --pooling cls, the authors' draw, rte b_v >= the authors' "
-            "code at identical settings (last epoch, seeds both ran) | "
-            "0.5300 vs 0.5200 | met so far (2 of 3 seeds) |") in targets
-    assert ("(best epoch, seeds both ran) | 0.5700 vs 0.5500 | "
-            "met so far (2 of 3 seeds) |") in targets
+    # The same rows as mixed batches get their own lines; bucketed ones
+    # that did not run still show, an unrun option (mixed) does not.
+    for variants, label in (({"bucketed": (None, paper)}, ""),
+                            ({"bucketed": (None, None),
+                              "mixed": (None, paper)}, ", mixed batches")):
+        targets = "\n".join(report_accuracy._targets([], variants, None,
+                                                     authors))
+        assert (f"| --pooling cls{label}, the authors' draw, rte b_v >= the "
+                "authors' code at identical settings (last epoch, seeds "
+                "both ran) | 0.5300 vs 0.5200 | met so far (2 of 3 seeds) "
+                "|") in targets
+        assert ("(best epoch, seeds both ran) | 0.5700 vs 0.5500 | "
+                "met so far (2 of 3 seeds) |") in targets
+        assert ("| --pooling cls, rte b_v >= the authors' 0.552 | - | "
+                "not run |") in targets
+    targets = "\n".join(report_accuracy._targets(
+        [], {"bucketed": (None, paper), "mixed": (None, None)}, None, authors))
+    assert "mixed batches" not in targets
 
 
 def test_authors_code_reads_glue_tsv_and_skips_training_set_evaluation(
