@@ -118,7 +118,7 @@ def make_dataset(
     ```
     """
     _check_positive_int("batch_size", batch_size)
-    _plan(batching)
+    _plan(batching)  # An unknown batching fails before tokenizing.
     if len(examples) == 0:
         raise DataError("`examples` is empty: there is nothing to batch.")
     features = tokenize(examples, preprocessor, sequence_length)
@@ -156,8 +156,8 @@ def batch_arrays(
         batch_multiple: int. Every batch's size is a multiple of it (data
             parallel on JAX shards a batch evenly over the devices): a
             bucket's last batch (the epoch's, when mixed) drops its
-            remainder, which other epochs' shuffles put in other batches. `batch_size` must be a multiple
-            of it. Defaults to `1`.
+            remainder, which other epochs' shuffles put in other batches.
+            `batch_size` must be a multiple of it. Defaults to `1`.
 
     Returns:
         A `tf.data.Dataset` of `(features, labels)` or `(features, labels,
