@@ -40,6 +40,10 @@ accuracy --tasks cola --seeds 1 --methods all-bias --pooling cls \
     --subset-draw paper
 accuracy --tasks cola --seeds 1 2 --methods b_v --pooling cls \
     --subset-draw paper
+# The same cls cells of CoLA and RTE in mixed batches (`--batching mixed`:
+# every batch drawn from the whole set, as the authors' loader draws them).
+accuracy --tasks cola rte --seeds 0 1 2 --methods all-bias b_v \
+    --pooling cls --subset-draw paper --batching mixed
 # The rest of the table; b_k on one seed (it equals head-only).
 accuracy --methods b_v all-bias full b_q head random
 accuracy --seeds 0 --methods b_k
