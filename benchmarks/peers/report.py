@@ -45,7 +45,7 @@ def write_report(results, output):
     source = full if full is not None else quick
     lines += _machine_section(source, quick if full is not None else None)
     if full is not None and full["rows"]:
-        lines += summary_section(full, quick)
+        lines += summary_section(full)
         lines += _results_sections(full, "Results, run by run")
         lines += _missing_section(full)
     else:
@@ -258,11 +258,10 @@ def _results_sections(payload, title, note=None):
     return lines
 
 
-def summary_section(payload, quick=None):
+def summary_section(payload):
     """Means over seeds for each task and schedule, the speed-up over
-    PEFT, and issue #15's targets (the artifact sizes from the newest runs,
-    quick ones included)."""
-    ok = _ok(payload)
+    PEFT, and issue #15's targets."""
+    ok = [r for r in payload["rows"] if r.get("status") == "ok"]
     lines = ["## Over seeds", "",
              "Each stack's mean over the seeds it ran (metric: mean ± "
              "sample std, seeds in brackets). **Faster** is PEFT's time "
@@ -290,29 +289,11 @@ def summary_section(payload, quick=None):
                 f"{formatting.fmt(_mean(group, 'process_wall_s'), 1)} | "
                 f"{faster[0]} | {faster[1]} | {_artifact(group[0])} |")
         lines.append("")
-    lines += _targets(ok, ok + (_ok(quick) if quick else []))
+    lines += _targets(ok)
     return lines
 
 
-def _ok(payload):
-    return [r for r in payload["rows"] if r.get("status") == "ok"]
-
-
-def _newest_sizes(rows, task):
-    """{(stack, backend): (artifact bytes, started)} of each stack's newest
-    run of `task` (PEFT's, and beft-keras' `cls` variant): the size depends
-    on the file format and the trained variables, not on the schedule, so a
-    quick run measures it as well."""
-    newest = {}
-    for r in sorted(rows, key=lambda r: r["started"]):
-        if r["task"] == task and r["variant"] in (constants.PEFT,
-                                                  constants.CLS):
-            newest[(r["stack"], r["backend"])] = (r["artifact_bytes"],
-                                                  r["started"])
-    return newest
-
-
-def _targets(ok, sized):
+def _targets(ok):
     """Issue #15's targets on SST-2 at the paper's epochs, measured with
     the `cls` variant: the same [CLS]-pooler head as PEFT's model."""
     task = "sst2"
@@ -354,20 +335,13 @@ def _targets(ok, sized):
              (f"{np.mean(mine):.4f} vs {np.mean(theirs):.4f}"
               if mine else "-"),
              np.mean(mine) >= np.mean(theirs) if mine else None, len(mine))
-    newest = _newest_sizes(sized, task)
-    theirs = [v for (stack, _), v in newest.items()
-              if stack == constants.PEFT]
-    mine = [v for (stack, _), v in newest.items()
-            if stack != constants.PEFT]
-    if mine and theirs:
-        (size, _), (peft_size, _) = max(mine), min(theirs)
-        line("the delta no larger than PEFT's adapter file (each stack's "
-             "newest run)",
-             f"{size:,} vs {peft_size:,} bytes (runs of "
-             f"{max(s for _, s in mine + theirs)[:10]})",
-             size <= peft_size, len(constants.SEEDS))
-    else:
-        line("the delta no larger than PEFT's adapter file", "-", None, 0)
+    sizes = [r["artifact_bytes"] for rs in ours.values() for r in rs]
+    peft_sizes = [r["artifact_bytes"] for r in peft.values()]
+    line("the delta no larger than PEFT's adapter file",
+         (f"{max(sizes):,} vs {min(peft_sizes):,} bytes"
+          if sizes and peft_sizes else "-"),
+         max(sizes) <= min(peft_sizes) if sizes and peft_sizes else None,
+         len(peft))
     lines.append("")
     return lines
 
