@@ -5,8 +5,6 @@ failure ends in one line, `beft: error: ...`, and exit code 2.
 """
 
 import argparse
-import csv
-import io
 import json
 import math
 import os
@@ -16,6 +14,8 @@ import sys
 # The backends Keras 3 can run BEFT on; checked before Keras is imported,
 # which would otherwise fail with a traceback.
 BACKENDS = ("tensorflow", "jax", "torch")
+# The column `beft predict` writes (replaces, if the input has one).
+PREDICTION = "prediction"
 
 _DESCRIPTIONS = {
     "probe": (
@@ -250,14 +250,25 @@ def main(argv=None):
     # Imported only now: importing Keras fixes its backend.
     from beft_keras.divergence import TrainingError
 
+    from beft_keras import outputs
+
+    created = None
     try:
-        _check(args)
+        created = _check(args)
         if args.command == "predict":
             return _predict(args)
         _run(args)
     except (ValueError, OSError, TrainingError) as error:
+        outputs.remove_empty(created)
         message = str(error).splitlines()[0] if str(error) else repr(error)
         return _fail(message)
+    except KeyboardInterrupt:
+        outputs.remove_empty(created)
+        print(
+            "beft: interrupted; the seeds that finished are kept.",
+            file=sys.stderr,
+        )
+        return 130
     return 0
 
 
@@ -267,7 +278,12 @@ def _fail(message):
 
 
 def _check(args):
-    """Everything that can be known wrong before loading data or a model."""
+    """Everything that can be known wrong before loading data or a model.
+
+    Returns:
+        The output folder's outermost folder that the check created, or
+        `None` (see `outputs.check_output_folder`).
+    """
     from beft_keras import data
     from beft_keras import distribution
     from beft_keras import outputs
@@ -280,10 +296,19 @@ def _check(args):
                 raise ValueError(f"No {what} file '{path}'.")
         if os.path.isdir(args.output):
             raise ValueError(f"Output '{args.output}' is a folder, not a file.")
+        if os.path.realpath(args.output) == os.path.realpath(args.input):
+            raise ValueError(
+                f"Output '{args.output}' is the input file: choose another "
+                "--output, so that the input is kept."
+            )
+        # The output's folder is created if needed: the nearest one that
+        # exists must take files.
         folder = os.path.dirname(os.path.abspath(args.output))
-        if not os.access(folder, os.W_OK):
+        while not os.path.exists(folder):
+            folder = os.path.dirname(folder)
+        if not (os.path.isdir(folder) and os.access(folder, os.W_OK)):
             raise ValueError(f"Output folder '{folder}' cannot be written.")
-        return
+        return None
     if args.command == "tune":
         args.terms = list(tuning.parse_terms(args.terms))
     if args.data_dir is not None and not os.path.isdir(args.data_dir):
@@ -292,7 +317,7 @@ def _check(args):
         raise ValueError(f"--seeds repeats a seed: {args.seeds}.")
     if args.distribute:
         distribution.check_supported(args.distribute)
-    outputs.check_output_folder(args.output, args.overwrite)
+    return outputs.check_output_folder(args.output, args.overwrite)
 
 
 def _run(args):
@@ -310,9 +335,13 @@ def _run(args):
         distribution = distribution_lib.get_distribution(
             args.distribute, model=args.model or models.default_model()
         )
+    # What --overwrite replaces, once the first new seed is complete.
+    previous = outputs.previous_run_files(args.output)
     results = []
     for seed in args.seeds:
-        folder = outputs.seed_folder(args.output, seed)
+        folder = outputs.staging_folder(args.output, seed)
+        # Left by a run that was killed.
+        shutil.rmtree(folder, ignore_errors=True)
         try:
             result = _run_seed(args, seed, folder, distribution)
             outputs.write_result(folder, result)
@@ -320,6 +349,8 @@ def _run(args):
             # Only complete seeds stay: no delta without its results.
             shutil.rmtree(folder, ignore_errors=True)
             raise
+        outputs.commit_seed(args.output, seed, previous)
+        previous = ()
         results.append(result)
         summary = pipeline.summarize(args.command, results)
         atomic_write(
@@ -378,10 +409,11 @@ def _run_seed(args, seed, folder, distribution=None):
 
 
 def _predict(args):
+    from beft_keras import data
     from beft_keras import pipeline
     from beft_keras.files import atomic_write
 
-    examples, predictions, metrics = pipeline.predict(
+    _, predictions, metrics = pipeline.predict(
         args.task,
         args.input,
         args.delta,
@@ -393,19 +425,29 @@ def _predict(args):
         pooling=args.pooling,
         pair_encoding=args.pair_encoding,
     )
-    buffer = io.StringIO()
-    writer = csv.writer(
-        buffer, delimiter="\t", quoting=csv.QUOTE_NONE, escapechar="\\"
-    )
-    names = list(examples.features)
-    writer.writerow(names + ["prediction"])
-    for i, prediction in enumerate(predictions.tolist()):
-        writer.writerow([examples.features[n][i] for n in names] + [prediction])
-    atomic_write(args.output, buffer.getvalue())
+    # The input's rows as they are, every column and every character, so
+    # that each prediction sits beside the row it predicts.
+    header, rows = data.read_rows(args.input)
+    column = header.index(PREDICTION) if PREDICTION in header else len(header)
+    lines = []
+    for row, prediction in zip(
+        [header, *rows], [PREDICTION, *predictions.tolist()]
+    ):
+        row[column:column + 1] = [_field(prediction)]
+        lines.append("\t".join(row))
+    atomic_write(args.output, "\n".join(lines) + "\n")
     print(f"beft predict: {len(predictions)} predictions in {args.output}")
     for name, value in (metrics or {}).items():
         print(f"  {name}: {value:.4f}")
     return 0
+
+
+def _field(prediction):
+    """A prediction as one TSV field: a generated answer's tabs and line
+    breaks, which would split the row, become spaces."""
+    if isinstance(prediction, str):
+        return " ".join(prediction.split())
+    return str(prediction)
 
 
 def _table(summary):

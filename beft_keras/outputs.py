@@ -30,8 +30,14 @@ def check_output_folder(output, overwrite=False):
 
     The folder is created if needed and must be writable. A folder that
     holds another run's results (`results.json`, `seed_*/`) is refused
-    unless `overwrite`, which removes those (and only those) first, so
-    that old and new files never mix.
+    unless `overwrite`; even then those files stay until the new run's
+    first seed is complete (`commit_seed` replaces them), so that a run
+    that fails early leaves the old one as it was, and old and new files
+    never mix.
+
+    Returns:
+        The outermost folder this call created, or `None`: what
+        `remove_empty` may take away if the run fails.
 
     Raises:
         ValueError: if `output` is a file, cannot be written, or holds
@@ -39,6 +45,10 @@ def check_output_folder(output, overwrite=False):
     """
     if os.path.exists(output) and not os.path.isdir(output):
         raise ValueError(f"Output '{output}' is a file, not a folder.")
+    created = None
+    folder = os.path.abspath(output)
+    while not os.path.exists(folder):
+        created, folder = folder, os.path.dirname(folder)
     try:
         os.makedirs(output, exist_ok=True)
         # Only a real write proves the folder takes files (read-only mounts,
@@ -56,17 +66,23 @@ def check_output_folder(output, overwrite=False):
         ) from None
     previous = previous_run_files(output)
     if previous and not overwrite:
+        remove_empty(created)
         raise ValueError(
             f"Output folder '{output}' holds another run's files "
             f"({', '.join(previous[:3])}{', ...' if len(previous) > 3 else ''}); "
             "choose another --output or pass --overwrite to replace them."
         )
-    for name in previous:
-        path = os.path.join(output, name)
-        if os.path.isdir(path):
-            shutil.rmtree(path)
-        else:
-            os.remove(path)
+    return created
+
+
+def remove_empty(folder):
+    """Remove `folder` (if not `None`) and the folders in it, unless they
+    hold a file: what a failed run created and never filled."""
+    if folder is None:
+        return
+    for path, _, _ in os.walk(folder, topdown=False):
+        with contextlib.suppress(OSError):
+            os.rmdir(path)
 
 
 def previous_run_files(output):
@@ -83,6 +99,25 @@ def previous_run_files(output):
 
 def seed_folder(output, seed):
     return os.path.join(output, SEED_FOLDER.format(seed))
+
+
+def staging_folder(output, seed):
+    """Where a seed's files are written until the seed is complete: a
+    hidden folder beside its final one (`commit_seed`)."""
+    return os.path.join(output, f".{SEED_FOLDER.format(seed)}.partial")
+
+
+def commit_seed(output, seed, previous=()):
+    """Give a complete seed its final folder: remove the `previous` run's
+    files (`previous_run_files`, what `--overwrite` replaces) first, then
+    rename the seed's staging folder."""
+    for name in previous:
+        path = os.path.join(output, name)
+        if os.path.isdir(path):
+            shutil.rmtree(path)
+        else:
+            os.remove(path)
+    os.replace(staging_folder(output, seed), seed_folder(output, seed))
 
 
 def write_scores(run, beft_probe, folder):

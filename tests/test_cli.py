@@ -185,16 +185,59 @@ def test_beft_predict_with_a_tuned_delta(classifier_preset, tmp_path, capsys):
     assert accuracy == tuned["metrics"]["accuracy"]["mean"]
     assert f"accuracy: {accuracy:.4f}" in capsys.readouterr().out
 
-    # Unlabelled texts are predicted too.
+    # Unlabelled texts are predicted too, each row written back exactly as
+    # it was read (quotes and backslashes are text, other columns kept),
+    # into a folder made for it.
     unlabelled = tmp_path / "texts.tsv"
-    unlabelled.write_text("sentence\nthe film was good\nthe film was awful\n")
+    texts = [
+        "id\tsentence",
+        '7\tthe film was "good"',
+        "9\tthe film was awful \\ dull",
+    ]
+    unlabelled.write_text("\n".join(texts) + "\n")
+    written = tmp_path / "new" / "folder" / "predictions.tsv"
     assert cli.main(
         ["predict", "--task", "sst2", "--input", str(unlabelled),
          "--delta", str(output / "seed_0" / "delta.safetensors"),
          "--model", classifier_preset, "--sequence-length", "12",
-         "--output", str(predictions)]
+         "--output", str(written)]
     ) == 0
-    assert len(predictions.read_text().splitlines()) == 3
+    lines = written.read_text().splitlines()
+    assert [line.rsplit("\t", 1)[0] for line in lines] == texts
+    assert lines[0].endswith("\tprediction")
+    assert {line.rsplit("\t", 1)[1] for line in lines[1:]} <= {"0", "1"}
+
+    # Predicting its own output replaces the prediction column.
+    again = tmp_path / "again.tsv"
+    assert cli.main(
+        ["predict", "--task", "sst2", "--input", str(written),
+         "--delta", str(output / "seed_0" / "delta.safetensors"),
+         "--model", classifier_preset, "--sequence-length", "12",
+         "--output", str(again)]
+    ) == 0
+    assert again.read_text() == written.read_text()
+
+
+def test_beft_predict_keeps_its_input(classifier_preset, tmp_path, capsys):
+    data_dir = write_sst2_task(tmp_path / "glue")
+    output = tmp_path / "tune"
+    assert cli.main(
+        ["tune", *_tiny_args(data_dir, classifier_preset), "--epochs", "1",
+         "--output", str(output)]
+    ) == 0
+    dev = data_dir / "sst2" / "dev.tsv"
+    before = dev.read_text()
+    capsys.readouterr()
+    code = cli.main(
+        ["predict", "--task", "sst2", "--input", str(dev),
+         "--delta", str(output / "seed_0" / "delta.safetensors"),
+         "--model", classifier_preset, "--sequence-length", "12",
+         "--output", str(data_dir / "sst2" / "." / "dev.tsv")]
+    )
+    assert code == 2
+    assert "is the input file: choose another --output" in \
+        capsys.readouterr().err
+    assert dev.read_text() == before
 
 
 def _predict_dev(data_dir, output, model, predictions):
@@ -210,10 +253,11 @@ def _predict_dev(data_dir, output, model, predictions):
     )
     assert code == 0
     rows = [line.split("\t") for line in predictions.read_text().splitlines()]
-    assert rows[0] == ["sentence", "prediction"]
+    assert rows[0] == ["sentence", "label", "prediction"]
+    # Every input row as it was, its prediction beside it.
     lines = [line.split("\t") for line in dev.read_text().splitlines()[1:]]
-    assert [r[0] for r in rows[1:]] == [line[0] for line in lines]
-    return np.mean([r[1] == line[1] for r, line in zip(rows[1:], lines)])
+    assert [r[:2] for r in rows[1:]] == lines
+    return np.mean([r[2] == line[1] for r, line in zip(rows[1:], lines)])
 
 
 def test_regression_task(classifier_preset, tmp_path):
@@ -308,10 +352,12 @@ def test_beft_run_and_predict_a_generation_task(causal_lm_preset, tmp_path):
          "--output", str(predictions)]
     ) == 0
     rows = predictions.read_text().splitlines()
-    assert rows[0].split("\t") == ["title", "context", "question", "prediction"]
+    assert rows[0].split("\t") == [
+        "title", "context", "question", "label", "prediction"
+    ]
     assert len(rows) == 9
     # Greedy decoding with the tuned weights: the dev scores of the run.
-    answers = [row.split("\t")[3] for row in rows[1:]]
+    answers = [row.split("\t")[4] for row in rows[1:]]
     references = [
         tuple(json.loads(line.split("\t")[3]))
         for line in (data_dir / "squad" / "dev.tsv").read_text().splitlines()[1:]

@@ -22,6 +22,16 @@ def _tiny_args(data_dir, model):
     ]
 
 
+def _files(folder):
+    """Every file under `folder`, by relative path, with its bytes."""
+    return {
+        os.path.relpath(os.path.join(path, name), folder):
+            open(os.path.join(path, name), "rb").read()
+        for path, _, names in os.walk(folder)
+        for name in names
+    }
+
+
 def _error(capsys):
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1, lines
@@ -69,7 +79,8 @@ def test_sequence_length_above_the_models_limit(
     assert cli.main(["tune", *args, "--output", str(output)]) == 2
     assert "`sequence_length`=1024 exceeds the model's longest input, 12" \
         in _error(capsys)
-    assert os.listdir(output) == []
+    # The output folder it made, empty, is gone too.
+    assert not output.exists()
 
 
 @pytest.mark.parametrize("command", ["probe", "tune", "run"])
@@ -87,7 +98,8 @@ def test_diverged_training_fails_and_writes_nothing(
     error = _error(capsys)
     assert "Training diverged: the loss became" in error
     assert "epoch 1" in error and "learning rate 1e+30 is likely too high" in error
-    assert os.listdir(output) == []
+    # The output folder it made, empty, is gone too.
+    assert not output.exists()
 
 
 def test_output_that_is_a_file(classifier_preset, tmp_path, capsys):
@@ -124,6 +136,46 @@ def test_output_with_another_run_is_refused_unless_overwrite(
     # The old run's seed 1 is gone, the user's own file is not.
     assert sorted(os.listdir(output)) == ["notes.txt", "results.json", "seed_0"]
     assert json.loads((output / "results.json").read_text())["seeds"] == [0]
+
+
+def test_overwrite_keeps_the_old_run_until_a_new_seed_is_complete(
+    classifier_preset, tmp_path, capsys
+):
+    data_dir = write_sst2_task(tmp_path / "glue")
+    output = tmp_path / "out"
+    args = [*_tiny_args(data_dir, classifier_preset), "--epochs", "1",
+            "--output", str(output)]
+    assert cli.main(["tune", *args, "--seeds", "0", "1"]) == 0
+    before = _files(output)
+    dev = data_dir / "sst2" / "dev.tsv"
+    dev.write_text(dev.read_text() + "a bad row\t7\n")
+    capsys.readouterr()
+
+    assert cli.main(["tune", *args, "--overwrite"]) == 2
+    assert "Invalid label '7'" in _error(capsys)
+    assert _files(output) == before
+
+
+def test_interrupted_run_is_one_line_and_cleans_up(
+    classifier_preset, tmp_path, capsys, monkeypatch
+):
+    data_dir = write_sst2_task(tmp_path / "glue")
+    output = tmp_path / "new" / "out"
+
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipeline, "tune", interrupt)
+    code = cli.main(
+        ["tune", *_tiny_args(data_dir, classifier_preset), "--epochs", "1",
+         "--output", str(output)]
+    )
+    assert code == 130
+    assert capsys.readouterr().err == (
+        "beft: interrupted; the seeds that finished are kept.\n"
+    )
+    # Nothing of the run, not even the folders it made.
+    assert os.listdir(tmp_path) == ["glue"]
 
 
 def test_interrupted_run_keeps_the_finished_seeds(
@@ -267,4 +319,5 @@ def test_a_seed_that_fails_while_writing_leaves_nothing(
     )
     assert code == 2
     assert "No space left on device" in _error(capsys)
-    assert os.listdir(output) == []
+    # The output folder it made, empty, is gone too.
+    assert not output.exists()

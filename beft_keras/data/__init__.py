@@ -15,6 +15,7 @@ from beft_keras.data.readers import PAPER
 from beft_keras.data.readers import SEEDED
 from beft_keras.data.readers import Examples
 from beft_keras.data.readers import load_split
+from beft_keras.data.readers import read_rows
 from beft_keras.data.readers import read_tsv
 from beft_keras.data.readers import subsample
 from beft_keras.data.readers import training_subset

@@ -233,6 +233,31 @@ def read_tsv(task, path, labelled=True):
     return _read_tsv(spec, path, labelled)
 
 
+def read_rows(path):
+    """The header and rows of a TSV file, every field exactly as written.
+
+    The file is read as `read_tsv` reads it (UTF-8, fields split at tabs
+    only, quotes kept as text, blank lines skipped), so row `i` holds the
+    file's example `i`: `beft predict` writes these rows back with its
+    predictions.
+
+    Args:
+        path: str. A TSV file with a header line.
+
+    Returns:
+        A tuple `(header, rows)`: a list of column names and a list of
+        rows, each a list of str.
+
+    Raises:
+        DataError: if the file has no header line or cannot be read.
+    """
+    with open(path, "rb") as file, _field_size_limit(MAX_FIELD_SIZE):
+        rows = [row for _, row in _rows(path, _lines(path, file))]
+    if not rows:
+        raise DataError(f"File '{path}' is empty: it has no header line.")
+    return rows[0], rows[1:]
+
+
 def _read_tsv(spec, path, labelled=True):
     """The examples of a TSV file, and whether it had labels."""
     with open(path, "rb") as file, _field_size_limit(MAX_FIELD_SIZE):
