@@ -26,7 +26,9 @@ class BeftProbe(keras.callbacks.Callback):
     change `mean(|b_post - b_pre|)`, and, when `data` is given, the
     empirical Fisher `mean(grad^2)` measured on `data` at the starting
     weights. Scores are averaged over layers, and `selected` is the
-    candidate term with the highest BEFT score.
+    candidate term with the highest BEFT score. A fit that trains no step
+    (e.g. `epochs=0`) changes no bias, so there is nothing to select from:
+    the probe then raises a `ValueError` when training ends.
 
     Fit the probe with every bias trainable (`BiasOnlyTrainable("all")`)
     and the model compiled. Terms whose measured gradient is zero up to
@@ -35,18 +37,19 @@ class BeftProbe(keras.callbacks.Callback):
 
     Args:
         data: `tf.data.Dataset`, an iterable of `(x, y)` or
-            `(x, y, sample_weight)` batches, or a tuple of arrays `(x, y)`.
-            Batches on which the Fisher baseline and the gradient check are
-            measured, e.g. the training data. If `None`, the Fisher score and
-            the inert-term check are skipped. Defaults to `None`.
-        candidates: list of str. The terms to select among. Defaults to
-            `("query", "key", "value")`, as in the paper; any terms of
-            `beft_keras.TERMS` but `"other"` may be given.
-        max_batches: int or None. At most this many batches of `data` are
-            measured, before the first training step. `None` measures all
-            of `data`. Defaults to `32`.
-        batch_size: int. Batch size when `data` is a tuple of arrays.
-            Defaults to `16`.
+            `(x, y, sample_weight)` batches, or a tuple (not a list) of
+            arrays `(x, y)`. Batches on which the Fisher baseline and the
+            gradient check are measured, e.g. the training data. If `None`,
+            the Fisher score and the inert-term check are skipped. Defaults
+            to `None`.
+        candidates: list of str. The terms to select among, at least two.
+            Defaults to `("query", "key", "value")`, as in the paper; any
+            terms of `beft_keras.TERMS` but `"other"` may be given.
+        max_batches: positive int or None. At most this many batches of
+            `data` are measured, before the first training step. `None`
+            measures all of `data`. Defaults to `32`.
+        batch_size: positive int. Batch size when `data` is a tuple of
+            arrays. Defaults to `16`.
         verbose: int. 0 is silent; 1 shows a progress bar while measuring
             gradients and prints the scores when training ends. Defaults
             to `1`.
@@ -76,17 +79,32 @@ class BeftProbe(keras.callbacks.Callback):
         verbose=1,
     ):
         super().__init__()
-        candidates = tuple(candidates)
+        candidates = trainable_lib.term_tuple("candidates", candidates)
         valid = terms_lib.TERMS[:-1]
         invalid = [term for term in candidates if term not in valid]
-        if invalid or len(set(candidates)) < 2:
+        if invalid or len(candidates) < 2:
             raise ValueError(
                 "`candidates` must name at least two different terms among "
                 f"{list(valid)}. Received: candidates={list(candidates)}"
             )
-        if max_batches is not None and max_batches < 1:
+        if max_batches is not None and not _is_positive_int(max_batches):
             raise ValueError(
-                f"`max_batches` must be None or >= 1. Received: {max_batches}"
+                "`max_batches` must be a positive int or None. "
+                f"Received: max_batches={max_batches!r}"
+            )
+        if not _is_positive_int(batch_size):
+            raise ValueError(
+                "`batch_size` must be a positive int. "
+                f"Received: batch_size={batch_size!r}"
+            )
+        if isinstance(data, list) and not all(
+            isinstance(batch, (tuple, list)) for batch in data
+        ):
+            raise ValueError(
+                "`data` must be a `tf.data.Dataset`, an iterable of `(x, y)` "
+                "or `(x, y, sample_weight)` batches, or a tuple of arrays "
+                "`(x, y)`: give arrays as a tuple, not a list. Received: "
+                f"data=a list of {[type(item).__name__ for item in data]}"
             )
         self.data = data
         self.candidates = candidates
@@ -98,6 +116,7 @@ class BeftProbe(keras.callbacks.Callback):
         self._pre = None
         self._squared_gradients = None
         self._initial_weights = None
+        self._pre_iterations = None
 
     @property
     def selected(self):
@@ -127,8 +146,10 @@ class BeftProbe(keras.callbacks.Callback):
                 "Make every bias trainable first: "
                 "`beft_keras.BiasOnlyTrainable('all').apply(model)`."
             )
+        self.results = None
         self._biases = biases
         self._pre = _values(biases)
+        self._pre_iterations = _iterations(self.model)
         self._initial_weights = [
             (v, keras.ops.convert_to_numpy(v).copy())
             for v in self.model.trainable_variables
@@ -138,6 +159,12 @@ class BeftProbe(keras.callbacks.Callback):
             self._squared_gradients = self._measure_squared_gradients()
 
     def on_train_end(self, logs=None):
+        if _iterations(self.model) == self._pre_iterations:
+            raise ValueError(
+                f"The fit of model '{self.model.name}' trained no step (e.g. "
+                "`epochs=0`), so BeftProbe has no bias change to select a "
+                "term from. Fit at least one step."
+            )
         post = _values(self._biases)
         layer_scores = {
             scores_lib.BEFT: [
@@ -214,6 +241,15 @@ class BeftProbe(keras.callbacks.Callback):
         if not squared[0]:
             raise ValueError("`data` yielded no batch to measure gradients on.")
         return [np.stack(s) for s in squared]
+
+
+def _is_positive_int(value):
+    return trainable_lib.is_int(value) and value >= 1
+
+
+def _iterations(model):
+    """The number of steps `model`'s optimizer has applied."""
+    return int(keras.ops.convert_to_numpy(model.optimizer.iterations))
 
 
 def _values(biases):

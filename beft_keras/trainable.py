@@ -3,6 +3,9 @@
 import dataclasses
 import math
 import warnings
+from collections.abc import Iterable
+
+import numpy as np
 
 from beft_keras import compat
 from beft_keras import distribution
@@ -94,12 +97,13 @@ class BiasOnlyTrainable:
             `"attention_norm"`, `"ffn_norm"`, `"other"`), or `"all"` for
             every bias (BitFit); an empty list, with `head=True`, trains
             the head alone. Defaults to `"value"`, the paper's choice.
-        layers: list of int or None. Transformer layers (0-based) whose
-            biases train; biases outside transformer layers (`"other"`) are
-            not restricted by it. Defaults to `None`, all layers.
+        layers: int, list of int, or None. Transformer layers (0-based)
+            whose biases train; biases outside transformer layers
+            (`"other"`) are not restricted by it. Defaults to `None`, all
+            layers.
         head: bool. Whether the task head trains too, kernel and bias (see
             `beft_keras.head_variables`). Defaults to `True`.
-        inert_terms: list of str. Terms measured to get zero gradient
+        inert_terms: str or list of str. Terms measured to get zero gradient
             (`BeftProbe(...).results.inert`): training only those cannot
             change the model's outputs, and `apply` warns. Defaults to `()`.
         verbose: bool. Whether `apply` prints its summary. Defaults to
@@ -126,7 +130,7 @@ class BiasOnlyTrainable:
         self.terms, self._every_term = _validate_terms(terms, head)
         self.layers = _validate_layers(layers)
         self.head = bool(head)
-        self.inert_terms = frozenset(inert_terms)
+        self.inert_terms = _validate_inert_terms(inert_terms)
         self.verbose = verbose
         self._model = None
         self._saved_flags = None
@@ -227,11 +231,29 @@ class BiasOnlyTrainable:
         self._model, self._saved_flags = None, None
 
 
+def is_int(value):
+    """Whether `value` is an int or a numpy integer, and not a bool."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def term_tuple(name, value):
+    """`value`, one term as a str or an iterable of them, as a tuple of str
+    without repeats, in order. Raises a `TypeError` naming `name` for
+    anything else."""
+    terms = [value] if isinstance(value, str) else value
+    if isinstance(terms, Iterable):
+        terms = list(terms)
+    if not (isinstance(terms, list) and all(isinstance(t, str) for t in terms)):
+        raise TypeError(
+            f"`{name}` must be a str or a list of str. "
+            f"Received: {name}={value!r}"
+        )
+    return tuple(dict.fromkeys(terms))
+
+
 def _validate_terms(terms, head):
-    if isinstance(terms, str):
-        terms = [terms]
-    terms = list(terms)
-    if terms == [ALL]:
+    terms = term_tuple("terms", terms)
+    if terms == (ALL,):
         return terms_lib.TERMS, True
     invalid = [t for t in terms if t not in terms_lib.TERMS]
     # No term at all trains the head alone.
@@ -239,23 +261,39 @@ def _validate_terms(terms, head):
         raise ValueError(
             f"Unknown bias terms {invalid}. Valid terms are "
             f"{list(terms_lib.TERMS)}, or '{ALL}' for every bias. "
-            f"Received: terms={terms}"
+            f"Received: terms={list(terms)}"
         )
-    return tuple(dict.fromkeys(terms)), False
+    return terms, False
+
+
+def _validate_inert_terms(inert_terms):
+    inert_terms = term_tuple("inert_terms", inert_terms)
+    invalid = [t for t in inert_terms if t not in terms_lib.TERMS]
+    if invalid:
+        raise ValueError(
+            f"Unknown bias terms {invalid}. Valid terms are "
+            f"{list(terms_lib.TERMS)}. "
+            f"Received: inert_terms={list(inert_terms)}"
+        )
+    return frozenset(inert_terms)
 
 
 def _validate_layers(layers):
     if layers is None:
         return None
-    layers = tuple(sorted(set(layers)))
-    if not layers or any(
-        not isinstance(i, int) or isinstance(i, bool) or i < 0 for i in layers
+    indices = [layers] if is_int(layers) else layers
+    if isinstance(indices, Iterable):
+        indices = list(indices)
+    if not (
+        isinstance(indices, list)
+        and indices
+        and all(is_int(i) and i >= 0 for i in indices)
     ):
         raise ValueError(
-            "`layers` must be None or a non-empty list of non-negative "
-            f"transformer layer indices. Received: layers={list(layers)}"
+            "`layers` must be None, a non-negative transformer layer index, "
+            f"or a non-empty list of them. Received: layers={layers!r}"
         )
-    return layers
+    return tuple(sorted({int(i) for i in indices}))
 
 
 def _flags(model):

@@ -1,5 +1,6 @@
 import json
 import os
+import re
 import subprocess
 import sys
 import warnings
@@ -165,17 +166,15 @@ def test_fisher_equals_finite_difference_gradients():
         )
         for _ in range(2)
     ]
-    probe = beft_keras.BeftProbe(data=batches, verbose=0)
-    probe.set_model(model)
-    probe.on_train_begin()
-    probe.on_train_end()
-
     weights = {p: v.astype("float64") for p, v in snapshot(model).items()}
     x, y = batches[0]
     keras_loss = model.compute_loss(x, y, model(x), training=False)
     assert float(keras.ops.convert_to_numpy(keras_loss)) == pytest.approx(
         _numpy_loss(weights, x.astype("float64"), y), rel=1e-6
     )
+    # The Fisher is measured at these weights, before the one step.
+    probe = beft_keras.BeftProbe(data=batches, verbose=0)
+    model.fit(x, y, batch_size=5, verbose=0, callbacks=[probe])
     epsilon = 1e-6
     for bias in beft_keras.bias_terms(model):
         if bias.term == "other":
@@ -295,6 +294,62 @@ def test_errors(bert_preset):
     probe = beft_keras.BeftProbe()
     with pytest.raises(ValueError, match="needs a finished probe"):
         probe.apply_selection()
+
+
+def test_candidates_take_one_term_as_a_str():
+    # One str is one candidate, as `terms` of BiasOnlyTrainable.
+    with pytest.raises(
+        ValueError, match=re.escape("Received: candidates=['value']")
+    ):
+        beft_keras.BeftProbe(candidates="value")
+    with pytest.raises(
+        TypeError, match="`candidates` must be a str or a list of str"
+    ):
+        beft_keras.BeftProbe(candidates=None)
+
+
+def test_counts_must_be_positive_ints():
+    for name, value in [
+        ("max_batches", 2.5), ("max_batches", "3"), ("max_batches", True),
+        ("max_batches", 0), ("batch_size", 0), ("batch_size", -1),
+        ("batch_size", None), ("batch_size", 8.0),
+    ]:
+        with pytest.raises(
+            ValueError,
+            match=re.escape("must be a positive int") + ".*"
+            + re.escape(f"Received: {name}={value!r}"),
+        ):
+            beft_keras.BeftProbe(**{name: value})
+
+
+def test_data_arrays_must_be_a_tuple():
+    x, y = bert_inputs(16)
+    with pytest.raises(
+        ValueError,
+        match=re.escape("give arrays as a tuple, not a list. Received: "
+                        "data=a list of ['dict', 'ndarray']"),
+    ):
+        beft_keras.BeftProbe(data=[x, y])
+
+
+def test_numpy_integer_counts(bert_preset):
+    model = _probe_model(bert_preset)
+    x, y = bert_inputs(16)
+    probe = beft_keras.BeftProbe(
+        data=(x, y), max_batches=np.int64(1), batch_size=np.int32(8),
+        verbose=0,
+    )
+    model.fit(x, y, batch_size=16, verbose=0, callbacks=[probe])
+    assert probe.results.methods == ("beft", "magnitude", "fisher")
+
+
+def test_a_fit_without_a_step_selects_nothing(bert_preset):
+    model = _probe_model(bert_preset)
+    x, y = bert_inputs(16)
+    probe = beft_keras.BeftProbe(verbose=0)
+    with pytest.raises(ValueError, match="trained no step"):
+        model.fit(x, y, epochs=0, verbose=0, callbacks=[probe])
+    assert probe.results is None and probe.selected is None
 
 
 def test_json_and_csv_hold_the_scores(tmp_path):

@@ -268,6 +268,42 @@ def test_invalid_arguments():
         beft_keras.BiasOnlyTrainable("value").restore()
 
 
+def test_terms_must_be_a_str_or_a_list_of_str():
+    with pytest.raises(
+        TypeError, match="`terms` must be a str or a list of str. "
+        "Received: terms=None"
+    ):
+        beft_keras.BiasOnlyTrainable(None)
+
+
+def test_inert_terms_take_one_term_as_a_str(bert_preset):
+    bias_only = beft_keras.BiasOnlyTrainable("key", inert_terms="key")
+    assert bias_only.inert_terms == frozenset({"key"})
+    with pytest.warns(UserWarning, match="zero gradient for \\['key'\\]"):
+        bias_only.apply(tiny_classifier(bert_preset))
+    with pytest.raises(
+        ValueError, match="Unknown bias terms \\['keys'\\].*"
+        "Received: inert_terms=\\['keys'\\]"
+    ):
+        beft_keras.BiasOnlyTrainable("value", inert_terms="keys")
+    with pytest.raises(TypeError, match="Received: inert_terms=3"):
+        beft_keras.BiasOnlyTrainable("value", inert_terms=3)
+
+
+def test_layers_take_one_index_and_numpy_integers():
+    assert beft_keras.BiasOnlyTrainable("value", layers=0).layers == (0,)
+    layers = beft_keras.BiasOnlyTrainable(
+        "value", layers=[np.int64(1), 0, 1]
+    ).layers
+    assert layers == (0, 1)
+    assert all(type(i) is int for i in layers)
+    for layers in (1.5, "0", [True], True, [0, 1.0], []):
+        with pytest.raises(
+            ValueError, match="non-empty list of them. Received: layers="
+        ):
+            beft_keras.BiasOnlyTrainable("value", layers=layers)
+
+
 def test_invalid_for_the_model(bert_preset):
     model = tiny_classifier(bert_preset)
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
