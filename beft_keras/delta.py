@@ -30,7 +30,11 @@ class DeltaInfo:
         num_params: int. Scalar parameters stored in it.
         base: str or None. The base preset it was made for, as named to
             `save_delta`.
-        base_fingerprint: str. SHA-256 (hex) of the frozen base weights.
+        base_fingerprint: str. SHA-256 (hex, its first 128 bits) of the
+            frozen base weights.
+        model_class: str or None. The registered name of the class of the
+            model it was saved from, e.g. `"keras_hub>BertTextClassifier"`
+            (`None` for a delta older than format version 4).
         terms: tuple of str. The bias terms it holds, e.g. `("value",)`.
         paths: tuple of str. The paths of the variables it holds, biases
             and task head.
@@ -49,6 +53,7 @@ class DeltaInfo:
     paths: tuple
     task: str | None
     head_shape: tuple | None
+    model_class: str | None
 
 
 def save_delta(model, path, base=None, task=None):
@@ -62,9 +67,9 @@ def save_delta(model, path, base=None, task=None):
     refuses a model with a different base.
 
     The file is a safetensors file (no pickle) whose metadata also records
-    the base name, the task, the bias terms, the output shape of the task
-    head (when the delta holds it), and the Keras, beft-keras and backend
-    versions that wrote it. It is written to a temporary file beside `path`
+    the base name, the task, the bias terms, the model's class and the
+    output shape of its task head (when the delta holds it), and the Keras,
+    beft-keras and backend versions that wrote it. It is written to a temporary file beside `path`
     and renamed, so that a failure leaves any previous file intact.
 
     Args:
@@ -125,6 +130,7 @@ def save_delta(model, path, base=None, task=None):
         "base_fingerprint": _fingerprint(weights, exclude=roles),
         "task": task,
         "head_shape": _head_shape(model) if HEAD in roles.values() else None,
+        "model_class": _model_class(model),
         "terms": delta_file.terms(roles),
         "keras_version": keras.__version__,
         "beft_keras_version": __version__,
@@ -150,9 +156,12 @@ def load_delta(
     of its metadata, that its values are finite, that it was made for
     `task`, that the model's task head has the delta's output shape, that
     the model has every variable of the delta with the same shape and
-    dtype, and that the model's base weights (every weight outside the
-    delta) have the fingerprint recorded in the delta. Only then are the
-    values assigned, so a failed load leaves the model as it was.
+    dtype, that the model is of the class the delta was saved from
+    (another head on the same backbone, such as mean pooling instead of
+    the `[CLS]` pooler, reads the same values differently), and that the
+    model's base weights (every weight outside the delta) have the
+    fingerprint recorded in the delta. Only then are the values assigned,
+    so a failed load leaves the model as it was.
 
     A model that carries another task's delta passes the base check when
     that delta's variables are all covered by this one (the same terms and
@@ -363,13 +372,15 @@ def _weights_by_path(model):
     return weights
 
 
-def _fingerprint(weights, exclude, base_values=None):
-    """SHA-256 over the path, shape, dtype and little-endian bytes of every
-    weight not in `exclude`, in path order; `base_values` (path -> array)
-    stand in for the current values of the variables they name."""
+def _fingerprint(weights, exclude, base_values=None, version=FORMAT_VERSION):
+    """SHA-256 (hex, `delta_file.fingerprint_bits` of it) over the shape,
+    dtype and little-endian bytes of every weight not in `exclude`, in the
+    model's order; before format version 4, over each weight's path too, in
+    path order. `base_values` (path -> array) stand in for the current
+    values of the variables they name."""
     base_values = base_values or {}
     digest = hashlib.sha256()
-    for path in sorted(weights):
+    for path in weights if version >= 4 else sorted(weights):
         if path in exclude:
             continue
         variable = weights[path]
@@ -378,12 +389,20 @@ def _fingerprint(weights, exclude, base_values=None):
         else:
             value = keras.ops.convert_to_numpy(variable)
         value = np.ascontiguousarray(value, value.dtype.newbyteorder("<"))
-        header = json.dumps([path, list(value.shape), variable.dtype])
+        header = [list(value.shape), variable.dtype]
+        header = json.dumps(header if version >= 4 else [path, *header])
         # Length-prefixed, so that no two weight lists hash the same bytes.
         digest.update(len(header).to_bytes(8, "little"))
         digest.update(header.encode())
         digest.update(value.tobytes())
-    return digest.hexdigest()
+    return digest.hexdigest()[: delta_file.fingerprint_bits(version) // 4]
+
+
+def _model_class(model):
+    """The registered name of `model`'s class, e.g.
+    `"keras_hub>BertTextClassifier"` (`"Functional"` for a functional
+    model)."""
+    return keras.saving.get_registered_name(type(model))
 
 
 def _head_shape(model):
@@ -421,6 +440,7 @@ def _read_checked(
     weights = _weights_by_path(model)
     _check_variables(model, path, values, weights)
     _check_roles(model, path, description, values)
+    _check_model_class(model, path, description.get("model_class"))
     if not allow_base_mismatch:
         _check_base(model, path, description, values, weights, base_values)
     # In the model's order, as saved; safetensors sorts its tensors.
@@ -436,7 +456,21 @@ def _check_task(path, saved_task, task):
     raise DeltaError(
         f"Delta '{path}' was made for task '{saved_task}', not '{task}'. "
         f"Load it for task '{saved_task}', or pass "
-        "`allow_task_mismatch=True` to load it anyway."
+        "`allow_task_mismatch=True` (`beft predict --allow-task-mismatch`) to "
+        "load it anyway."
+    )
+
+
+def _check_model_class(model, path, saved_class):
+    # Deltas older than format version 4 do not record it.
+    if saved_class is None or saved_class == _model_class(model):
+        return
+    raise DeltaError(
+        f"Delta '{path}' was saved from a model of class '{saved_class}', "
+        f"not '{_model_class(model)}' as model '{model.name}' is: another "
+        "head reads the same biases differently. Load it onto a model "
+        "built as it was tuned (with `beft`, the same --pooling and "
+        "--pair-encoding)."
     )
 
 
@@ -495,7 +529,10 @@ def _check_roles(model, path, description, values):
 
 def _check_base(model, path, description, values, weights, base_values):
     expected = description["base_fingerprint"]
-    found = _fingerprint(weights, exclude=values, base_values=base_values)
+    found = _fingerprint(
+        weights, exclude=values, base_values=base_values,
+        version=description["format_version"],
+    )
     if found != expected:
         base = description["base"]
         base = "an unnamed base" if base is None else f"base '{base}'"
@@ -504,7 +541,8 @@ def _check_base(model, path, description, values, weights, base_values):
             f"weights fingerprint {expected[:12]}, but model "
             f"'{model.name}' has fingerprint {found[:12]}. Load it onto "
             "the base it was made for, or pass "
-            "`allow_base_mismatch=True`."
+            "`allow_base_mismatch=True` (`beft predict "
+            "--allow-base-mismatch`)."
         )
 
 
@@ -520,4 +558,5 @@ def _info(path, values, description, paths):
         paths=tuple(paths),
         task=description["task"],
         head_shape=None if head_shape is None else tuple(head_shape),
+        model_class=description.get("model_class"),
     )

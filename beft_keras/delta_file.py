@@ -23,7 +23,12 @@ FORMAT = "beft-keras-delta"
 # 3 names each tensor by its role and its index among the model's
 # variables of that role (`tensor_name`) and writes its JSON without
 # spaces: 760 bytes less for MiniLM's b_v, whose paths are 51 characters.
-FORMAT_VERSION = 3
+# Version 4 fingerprints the base without the weights' paths, which Keras
+# numbers anew in each session for layers not named by hand (`dense_3`),
+# in the model's order and in 128 bits (`fingerprint_bits`), and records
+# the model's class, which tells apart two heads of one output shape (a
+# keras-hub classifier on the `[CLS]` pooler and a mean-pooling one).
+FORMAT_VERSION = 4
 # The role recorded for task-head variables, beside the bias terms.
 HEAD = "head"
 # The safetensors metadata entry that holds the delta's JSON description.
@@ -207,8 +212,21 @@ def _is_optional_text(value):
     return value is None or _is_text(value)
 
 
-def _is_fingerprint(value):
-    return isinstance(value, str) and bool(re.fullmatch("[0-9a-f]{64}", value))
+def fingerprint_bits(version):
+    """The bits of SHA-256 a delta of format `version` keeps as its base
+    fingerprint: 128 tell two bases apart as surely, in half the bytes."""
+    return 128 if version >= 4 else 256
+
+
+def _is_fingerprint(version):
+    digits = fingerprint_bits(version) // 4
+
+    def is_valid(value):
+        return isinstance(value, str) and bool(
+            re.fullmatch(f"[0-9a-f]{{{digits}}}", value)
+        )
+
+    return is_valid, f"a SHA-256 digest's first {digits} hex digits"
 
 
 def _is_terms(value):
@@ -244,7 +262,7 @@ def _is_size(value):
 # by format version: how to check its value, and what the check expects.
 _FIELDS_V1 = {
     "base": (_is_optional_text, "a non-empty string or null"),
-    "base_fingerprint": (_is_fingerprint, "a SHA-256 digest, 64 hex digits"),
+    "base_fingerprint": _is_fingerprint(1),
     "terms": (_is_terms, f"a list of bias terms from {list(terms_lib.TERMS)}"),
     "variables": (
         _is_roles,
@@ -259,10 +277,16 @@ _FIELDS_V2 = {
     "task": (_is_optional_text, "a non-empty string or null"),
     "head_shape": (_is_shape, "null or a list of positive integers and nulls"),
 }
+_FIELDS_V3 = {k: v for k, v in _FIELDS_V2.items() if k != "variables"}
 _FIELDS = {
     1: _FIELDS_V1,
     2: _FIELDS_V2,
-    3: {k: v for k, v in _FIELDS_V2.items() if k != "variables"},
+    3: _FIELDS_V3,
+    4: {
+        **_FIELDS_V3,
+        "base_fingerprint": _is_fingerprint(4),
+        "model_class": (_is_text, "a non-empty string"),
+    },
 }
 
 

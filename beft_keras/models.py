@@ -203,8 +203,23 @@ def _check_sequence_length(backbone, sequence_length):
 
 
 def _load_error(model, error):
-    message = str(error).strip().splitlines()
-    return ValueError(
-        f"Cannot load model '{model}': "
-        f"{message[0] if message else type(error).__name__}"
+    if _is_path(model) and not os.path.exists(model):
+        reason = (
+            "there is no such folder (give a preset folder, or a keras-hub "
+            "preset name such as 'bert_base_en_uncased')"
+        )
+    else:
+        # keras-hub's messages run over several lines, the reason often on
+        # a later one: one line, cut to a length an error can show.
+        reason = " ".join(str(error).split()) or type(error).__name__
+        reason = reason if len(reason) <= 400 else reason[:397] + "..."
+    return ValueError(f"Cannot load model '{model}': {reason}")
+
+
+def _is_path(model):
+    """Whether `model` names a folder rather than a preset: keras-hub
+    preset names and handles (`kaggle://...`) hold no path separator of
+    their own."""
+    return "://" not in model and (
+        os.sep in model or model.startswith(".") or model.startswith("~")
     )

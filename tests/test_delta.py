@@ -1,3 +1,4 @@
+import hashlib
 import json
 import os
 import re
@@ -13,6 +14,7 @@ import safetensors
 import safetensors.numpy
 
 import beft_keras
+from beft_keras import heads
 from beft_keras.delta import DeltaError
 from beft_keras.delta import DeltaSwitcher
 from beft_keras.delta import load_delta
@@ -127,11 +129,44 @@ def _without(key):
     }
 
 
+# The trained delta's base fingerprint as format versions 1-3 computed it
+# (`_path_fingerprint`), filled in by the `trained` fixture.
+PATH_FINGERPRINT = {}
+
+
+def _path_fingerprint(model, exclude):
+    """The base fingerprint of format versions 1-3, by hand: SHA-256 over
+    each weight outside `exclude` in path order, as the length-prefixed
+    JSON `[path, shape, dtype]` and its little-endian bytes."""
+    digest = hashlib.sha256()
+    for variable in sorted(model.weights, key=lambda v: v.path):
+        if variable.path in exclude:
+            continue
+        value = np.asarray(keras.ops.convert_to_numpy(variable), "<f4")
+        header = json.dumps(
+            [variable.path, list(value.shape), variable.dtype]
+        ).encode()
+        digest.update(len(header).to_bytes(8, "little") + header)
+        digest.update(value.tobytes())
+    return digest.hexdigest()
+
+
+def _as_version_3(description):
+    """A description as `FORMAT_VERSION = 3` wrote it: no model class, and
+    the base fingerprinted with its weights' paths, in 256 bits."""
+    description = _without("model_class")(description)
+    fingerprint = PATH_FINGERPRINT["trained"]
+    return {**description, "format_version": 3, "base_fingerprint": fingerprint}
+
+
 def _as_version_2(description):
     """A description as `FORMAT_VERSION = 2` wrote it: with `variables`,
     each variable's path and role."""
     variables = {path: name.split("/")[0] for name, path in V2_PATHS.items()}
-    return {**description, "format_version": 2, "variables": variables}
+    return {
+        **_as_version_3(description), "format_version": 2,
+        "variables": variables,
+    }
 
 
 def _v2(edit):
@@ -160,6 +195,7 @@ def trained(bert_preset, tmp_path_factory):
     model.fit(features, labels, batch_size=8, epochs=2, verbose=0)
     path = tmp_path_factory.mktemp("delta") / "task.safetensors"
     info = save_delta(model, path, base=bert_preset, task="sst2")
+    PATH_FINGERPRINT["trained"] = _path_fingerprint(model, set(info.paths))
     return types.SimpleNamespace(
         path=str(path),
         info=info,
@@ -189,7 +225,9 @@ def test_round_trip_after_fit(bert_preset, trained):
     assert info.task == "sst2"
     assert info.head_shape == (None, NUM_CLASSES)
     description = _description(trained.path)
-    assert description["format_version"] == 3
+    assert description["format_version"] == 4
+    assert description["model_class"] == "keras_hub>BertTextClassifier"
+    assert info.model_class == "keras_hub>BertTextClassifier"
     assert description["base"] == bert_preset
     assert description["task"] == "sst2"
     assert description["head_shape"] == [None, NUM_CLASSES]
@@ -277,6 +315,86 @@ def test_wrong_base_changes_nothing(bert_preset, other_bert_preset, trained):
 
     load_delta(model, trained.path, allow_base_mismatch=True)
     _assert_bitwise_equal(snapshot(model), trained.weights, trained.info.paths)
+
+
+def test_version_3_delta_loads_as_saved(bert_preset, trained, tmp_path):
+    """Version 3 fingerprinted the base with its weights' paths: such a
+    delta still loads, and a wrong base is still refused."""
+    path = _rewrite(trained.path, tmp_path / "v3.safetensors", _as_version_3)
+    model = tiny_classifier(bert_preset)
+    info = load_delta(model, path, task="sst2")
+    assert info.base_fingerprint == PATH_FINGERPRINT["trained"]
+    assert info.model_class is None
+    _assert_bitwise_equal(snapshot(model), trained.weights)
+
+    edited = _rewrite(
+        trained.path, tmp_path / "v3-other.safetensors",
+        lambda d: {**_as_version_3(d), "base_fingerprint": "0" * 64},
+    )
+    with pytest.raises(DeltaError, match="was made for another base"):
+        load_delta(tiny_classifier(bert_preset), edited)
+
+
+def test_fingerprint_by_hand(bert_preset, trained):
+    """The first 128 bits of SHA-256 over each base weight in the model's
+    order, as the length-prefixed JSON `[shape, dtype]` and its
+    little-endian bytes: no path."""
+    model = tiny_classifier(bert_preset)
+    digest = hashlib.sha256()
+    for variable in model.weights:
+        if variable.path in trained.info.paths:
+            continue
+        value = np.asarray(keras.ops.convert_to_numpy(variable), "<f4")
+        header = json.dumps([list(value.shape), variable.dtype]).encode()
+        digest.update(len(header).to_bytes(8, "little") + header)
+        digest.update(value.tobytes())
+    assert trained.info.base_fingerprint == digest.hexdigest()[:32]
+
+
+def _attention_model():
+    """A functional model whose layers Keras names: `dense`, then
+    `dense_1` when built again in the same session."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((4, HIDDEN_DIM))
+    hidden = keras.layers.MultiHeadAttention(2, 4)(inputs, inputs)
+    hidden = keras.layers.GlobalAveragePooling1D()(hidden)
+    return keras.Model(inputs, keras.layers.Dense(NUM_CLASSES)(hidden))
+
+
+def test_a_base_built_again_loads_its_delta(tmp_path):
+    """The same model built twice in one session: Keras numbers its layers
+    anew, its weights are the same, and so is its base."""
+    first, second = _attention_model(), _attention_model()
+    assert {v.path for v in first.weights}.isdisjoint(
+        v.path for v in second.weights
+    )
+    beft_keras.BiasOnlyTrainable("value", verbose=False).apply(first)
+    _perturb_trainable(first, seed=1)
+    path = tmp_path / "functional.safetensors"
+    saved = save_delta(first, path)
+    assert saved.model_class == "Functional"
+    info = load_delta(second, path)
+    trained = [keras.ops.convert_to_numpy(v) for v in first.weights]
+    loaded = [keras.ops.convert_to_numpy(v) for v in second.weights]
+    assert all(a.tobytes() == b.tobytes() for a, b in zip(trained, loaded))
+    assert info.base_fingerprint == saved.base_fingerprint
+
+
+def test_delta_of_another_head_changes_nothing(bert_preset, trained):
+    """A mean-pooling head on the same backbone has variables of the same
+    roles and shapes as the `[CLS]` classifier's, and reads them
+    differently: refused by the model's class."""
+    model = heads.load_encoder_classifier(
+        bert_preset, NUM_CLASSES, "mean"
+    )
+    before = snapshot(model)
+    with pytest.raises(
+        DeltaError,
+        match="saved from a model of class 'keras_hub>BertTextClassifier', "
+        "not 'beft_keras>PooledClassifier'",
+    ):
+        load_delta(model, trained.path, allow_base_mismatch=True)
+    _assert_bitwise_equal(snapshot(model), before)
 
 
 def test_model_without_a_variable_changes_nothing(bert_preset, trained):
@@ -509,11 +627,11 @@ def test_task_argument_must_be_a_name(bert_preset, trained, tmp_path, task):
         (
             _set("format_version", "2"),
             r"format version '2' is not one this beft-keras reads "
-            r"\(1, 2, 3\)\.",
+            r"\(1, 2, 3, 4\)\.",
         ),
         (_set("format_version", True), "format version True is not one"),
         (_set("format_version", 0), "format version 0 is not one"),
-        (_set("format_version", 4), "version 4 .*; upgrade beft-keras"),
+        (_set("format_version", 5), "version 5 .*; upgrade beft-keras"),
         (_without("task"), "its metadata lacks the field 'task'"),
         (_without("head_shape"), "lacks the field 'head_shape'"),
         (_without("base_fingerprint"), "lacks the field 'base_fingerprint'"),

@@ -236,6 +236,20 @@ def test_mean_pooling_head(classifier_preset, tmp_path, capsys):
     assert accuracy == pytest.approx(
         results["metrics"]["accuracy"]["mean"], abs=1e-4
     )
+    # The preset's own head, the [CLS] classifier, has a head of the same
+    # shape: the delta names the class it was tuned as.
+    assert cli.main(
+        ["predict", "--task", "sst2",
+         "--input", str(data_dir / "sst2" / "dev.tsv"),
+         "--delta", str(output / "seed_0" / "delta.safetensors"),
+         "--model", classifier_preset, "--sequence-length", "12",
+         "--output", str(tmp_path / "cls.tsv")]
+    ) == 2
+    error = capsys.readouterr().err
+    assert "saved from a model of class 'beft_keras>PooledClassifier', not " \
+        "'keras_hub>BertTextClassifier'" in error
+    assert "the same --pooling and --pair-encoding" in error
+    assert not (tmp_path / "cls.tsv").exists()
 
 
 def test_pooled_classifier_matches_the_embedder(bert_preset):

@@ -83,6 +83,27 @@ def test_sequence_length_above_the_models_limit(
     assert not output.exists()
 
 
+@pytest.mark.parametrize(
+    "model, message",
+    [
+        ("missing/folder", "Cannot load model 'missing/folder': there is no "
+         "such folder (give a preset folder, or a keras-hub preset name"),
+        # An empty folder: keras-hub's reason, whole, on one line.
+        ("empty", "Cannot load model '{tmp_path}/empty': "),
+    ],
+)
+def test_model_that_cannot_load(model, message, tmp_path, capsys):
+    data_dir = write_sst2_task(tmp_path / "glue")
+    os.makedirs(tmp_path / "empty")
+    if model == "empty":
+        model = str(tmp_path / "empty")
+    output = tmp_path / "out"
+    args = _tiny_args(data_dir, model)
+    assert cli.main(["tune", *args, "--output", str(output)]) == 2
+    assert message.format(tmp_path=tmp_path) in _error(capsys)
+    assert not output.exists()
+
+
 @pytest.mark.parametrize("command", ["probe", "tune", "run"])
 def test_diverged_training_fails_and_writes_nothing(
     command, classifier_preset, tmp_path, capsys
