@@ -171,9 +171,16 @@ def test_unknown_split(tmp_path):
         ("mnli", "premise\thypothesis\tlabel\na\tb\t-1\n", "'-1' on line 2"),
         ("cola", "sentence\tlabel\na\t1.0\n", "'1.0' on line 2"),
         ("stsb", "sentence1\tsentence2\tlabel\na\tb\tfive\n", "'five' on"),
-        ("stsb", "sentence1\tsentence2\tlabel\na\tb\tnan\n", "finite"),
+        ("stsb", "sentence1\tsentence2\tlabel\na\tb\tnan\n", "from 0 to 5"),
         ("stsb", "sentence1\tsentence2\tlabel\na\tb\tinf\n", "'inf' on line"),
-        ("stsb", "sentence1\tsentence2\tlabel\na\tb\t-inf\n", "finite"),
+        ("stsb", "sentence1\tsentence2\tlabel\na\tb\t-inf\n", "from 0 to 5"),
+        # STS-B scores run from 0 to 5, which its siamese head spans.
+        (
+            "stsb",
+            "sentence1\tsentence2\tlabel\na\tb\t5.0\na\tb\t5.5\n",
+            "'5.5' on line 3 .* expects a score from 0 to 5",
+        ),
+        ("stsb", "sentence1\tsentence2\tlabel\na\tb\t-0.1\n", "'-0.1' on"),
         ("sst2", "\n\r\n\n", "is empty: it has no header line"),
         ("sst2", "sentence\tlabel\r\n\r\n", "header but no examples"),
         ("sst2", "sentence\tlabel\na\t\n", "Invalid label '' on line 2"),

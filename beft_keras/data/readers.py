@@ -372,9 +372,14 @@ def _parse_label(spec, text, path, line):
     except ValueError:
         label = None
     if spec.is_regression:
-        if label is not None and math.isfinite(label):
+        low, high = spec.label_range or (-math.inf, math.inf)
+        if label is not None and math.isfinite(label) and low <= label <= high:
             return label
-        expected = "a finite number"
+        expected = (
+            "a finite number"
+            if spec.label_range is None
+            else f"a score from {low:g} to {high:g}"
+        )
     else:
         if label is not None and 0 <= label < spec.num_classes:
             return label

@@ -49,6 +49,9 @@ class TaskSpec:
             `False` for one text, and for a pair whose label needs both
             texts read together (BoolQ's yes or no from the passage, WiC's
             sense of one word in two sentences).
+        label_range: tuple or None. A regression task's lowest and highest
+            score (STS-B: 0 to 5); `None` for a classification or
+            generation task.
 
     Example:
     ```python
@@ -66,6 +69,7 @@ class TaskSpec:
     dev_split: str
     regimes: dict
     compares_pair: bool = False
+    label_range: tuple | None = None
 
     @property
     def is_regression(self):
@@ -89,6 +93,7 @@ def _task(
     dev_split="validation",
     name=None,
     compares_pair=False,
+    label_range=None,
 ):
     return TaskSpec(
         name=name or tfds_name.split("/")[1],
@@ -99,6 +104,7 @@ def _task(
         dev_split=dev_split,
         regimes=dict(zip(REGIMES, sizes + (None,))),
         compares_pair=compares_pair,
+        label_range=label_range,
     )
 
 
@@ -122,7 +128,7 @@ TASKS = {
         _task("glue/mrpc", _PAIR, 2, ("f1", "accuracy"), (367, 1191, 1835),
               compares_pair=True),
         _task("glue/stsb", _PAIR, 1, ("pearson", "spearman"),
-              (287, 1150, 2300), compares_pair=True),
+              (287, 1150, 2300), compares_pair=True, label_range=(0.0, 5.0)),
         _task("glue/qnli", ("question", "sentence"), 2, ("accuracy",),
               (1000, 5000, 9000), compares_pair=True),
         _task("glue/qqp", ("question1", "question2"), 2, ("f1", "accuracy"),
