@@ -196,11 +196,9 @@ def test_beft_predict_with_a_tuned_delta(classifier_preset, tmp_path, capsys):
     ]
     unlabelled.write_text("\n".join(texts) + "\n")
     written = tmp_path / "new" / "folder" / "predictions.tsv"
-    assert cli.main(
-        ["predict", "--task", "sst2", "--input", str(unlabelled),
-         "--delta", str(output / "seed_0" / "delta.safetensors"),
-         "--model", classifier_preset, "--sequence-length", "12",
-         "--output", str(written)]
+    assert _predict(
+        "sst2", unlabelled, output / "seed_0" / "delta.safetensors",
+        classifier_preset, written,
     ) == 0
     lines = written.read_text().splitlines()
     assert [line.rsplit("\t", 1)[0] for line in lines] == texts
@@ -209,11 +207,9 @@ def test_beft_predict_with_a_tuned_delta(classifier_preset, tmp_path, capsys):
 
     # Predicting its own output replaces the prediction column.
     again = tmp_path / "again.tsv"
-    assert cli.main(
-        ["predict", "--task", "sst2", "--input", str(written),
-         "--delta", str(output / "seed_0" / "delta.safetensors"),
-         "--model", classifier_preset, "--sequence-length", "12",
-         "--output", str(again)]
+    assert _predict(
+        "sst2", written, output / "seed_0" / "delta.safetensors",
+        classifier_preset, again,
     ) == 0
     assert again.read_text() == written.read_text()
 
@@ -228,11 +224,9 @@ def test_beft_predict_keeps_its_input(classifier_preset, tmp_path, capsys):
     dev = data_dir / "sst2" / "dev.tsv"
     before = dev.read_text()
     capsys.readouterr()
-    code = cli.main(
-        ["predict", "--task", "sst2", "--input", str(dev),
-         "--delta", str(output / "seed_0" / "delta.safetensors"),
-         "--model", classifier_preset, "--sequence-length", "12",
-         "--output", str(data_dir / "sst2" / "." / "dev.tsv")]
+    code = _predict(
+        "sst2", dev, output / "seed_0" / "delta.safetensors",
+        classifier_preset, data_dir / "sst2" / "." / "dev.tsv",
     )
     assert code == 2
     assert "is the input file: choose another --output" in \
@@ -240,16 +234,23 @@ def test_beft_predict_keeps_its_input(classifier_preset, tmp_path, capsys):
     assert dev.read_text() == before
 
 
+def _predict(task, path, delta, model, output):
+    """`beft predict` of the TSV file `path`, at the tiny models' length."""
+    return cli.main(
+        ["predict", "--task", task, "--input", str(path),
+         "--delta", str(delta), "--model", model,
+         "--sequence-length", "12", "--output", str(output)]
+    )
+
+
 def _predict_dev(data_dir, output, model, predictions):
     """`beft predict` of the SST-2 dev file with the delta of seed 0 in
     `output`; the accuracy of the predictions written, checked row by row
     against the file."""
     dev = data_dir / "sst2" / "dev.tsv"
-    code = cli.main(
-        ["predict", "--task", "sst2", "--input", str(dev),
-         "--delta", str(output / "seed_0" / "delta.safetensors"),
-         "--model", model, "--sequence-length", "12",
-         "--output", str(predictions)]
+    code = _predict(
+        "sst2", dev, output / "seed_0" / "delta.safetensors",
+        model, predictions,
     )
     assert code == 0
     rows = [line.split("\t") for line in predictions.read_text().splitlines()]
@@ -344,12 +345,10 @@ def test_beft_run_and_predict_a_generation_task(causal_lm_preset, tmp_path):
     assert results["trainable_params"] == 2 * 8
     assert list(results["metrics"]) == ["exact_match", "token_f1"]
     predictions = tmp_path / "answers.tsv"
-    assert cli.main(
-        ["predict", "--task", "squad",
-         "--input", str(data_dir / "squad" / "dev.tsv"),
-         "--delta", str(output / "seed_0" / "delta.safetensors"),
-         "--model", causal_lm_preset, "--sequence-length", "12",
-         "--output", str(predictions)]
+    assert _predict(
+        "squad", data_dir / "squad" / "dev.tsv",
+        output / "seed_0" / "delta.safetensors", causal_lm_preset,
+        predictions,
     ) == 0
     rows = predictions.read_text().splitlines()
     assert rows[0].split("\t") == [

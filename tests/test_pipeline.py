@@ -224,13 +224,17 @@ def test_mean_pooling_head(classifier_preset, tmp_path, capsys):
     # Two layers of 8 value biases, and a dense head of 8 x 2 + 2.
     assert results["trainable_params"] == 2 * 8 + 18
     capsys.readouterr()
-    assert cli.main(
-        ["predict", "--task", "sst2", "--pooling", "mean",
-         "--input", str(data_dir / "sst2" / "dev.tsv"),
-         "--delta", str(output / "seed_0" / "delta.safetensors"),
-         "--model", classifier_preset, "--sequence-length", "12",
-         "--output", str(tmp_path / "predictions.tsv")]
-    ) == 0
+
+    def predict(pooling, name):
+        return cli.main(
+            ["predict", "--task", "sst2", *pooling,
+             "--input", str(data_dir / "sst2" / "dev.tsv"),
+             "--delta", str(output / "seed_0" / "delta.safetensors"),
+             "--model", classifier_preset, "--sequence-length", "12",
+             "--output", str(tmp_path / name)]
+        )
+
+    assert predict(["--pooling", "mean"], "predictions.tsv") == 0
     printed = capsys.readouterr().out
     accuracy = float(printed.split("accuracy: ")[1].split()[0])
     assert accuracy == pytest.approx(
@@ -238,13 +242,7 @@ def test_mean_pooling_head(classifier_preset, tmp_path, capsys):
     )
     # The preset's own head, the [CLS] classifier, has a head of the same
     # shape: the delta names the class it was tuned as.
-    assert cli.main(
-        ["predict", "--task", "sst2",
-         "--input", str(data_dir / "sst2" / "dev.tsv"),
-         "--delta", str(output / "seed_0" / "delta.safetensors"),
-         "--model", classifier_preset, "--sequence-length", "12",
-         "--output", str(tmp_path / "cls.tsv")]
-    ) == 2
+    assert predict([], "cls.tsv") == 2
     error = capsys.readouterr().err
     assert "saved from a model of class 'beft_keras>PooledClassifier', not " \
         "'keras_hub>BertTextClassifier'" in error

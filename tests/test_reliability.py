@@ -153,28 +153,21 @@ def test_output_with_another_run_is_refused_unless_overwrite(
         in _error(capsys)
     assert (output / "results.json").read_text() == before
 
+    # A new run that fails before its first seed is complete leaves the
+    # old one as it was.
+    files = _files(output)
+    dev = data_dir / "sst2" / "dev.tsv"
+    good = dev.read_text()
+    dev.write_text(good + "a bad row\t7\n")
+    assert cli.main(["tune", *args, "--overwrite"]) == 2
+    assert "Invalid label '7'" in _error(capsys)
+    assert _files(output) == files
+    dev.write_text(good)
+
     assert cli.main(["tune", *args, "--overwrite"]) == 0
     # The old run's seed 1 is gone, the user's own file is not.
     assert sorted(os.listdir(output)) == ["notes.txt", "results.json", "seed_0"]
     assert json.loads((output / "results.json").read_text())["seeds"] == [0]
-
-
-def test_overwrite_keeps_the_old_run_until_a_new_seed_is_complete(
-    classifier_preset, tmp_path, capsys
-):
-    data_dir = write_sst2_task(tmp_path / "glue")
-    output = tmp_path / "out"
-    args = [*_tiny_args(data_dir, classifier_preset), "--epochs", "1",
-            "--output", str(output)]
-    assert cli.main(["tune", *args, "--seeds", "0", "1"]) == 0
-    before = _files(output)
-    dev = data_dir / "sst2" / "dev.tsv"
-    dev.write_text(dev.read_text() + "a bad row\t7\n")
-    capsys.readouterr()
-
-    assert cli.main(["tune", *args, "--overwrite"]) == 2
-    assert "Invalid label '7'" in _error(capsys)
-    assert _files(output) == before
 
 
 def test_interrupted_run_is_one_line_and_cleans_up(
