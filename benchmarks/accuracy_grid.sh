@@ -44,6 +44,10 @@ accuracy --tasks cola --seeds 1 2 --methods b_v --pooling cls \
 # every batch drawn from the whole set, as the authors' loader draws them).
 accuracy --tasks cola rte --seeds 0 1 2 --methods all-bias b_v \
     --pooling cls --subset-draw paper --batching mixed
+# And SST-2's cls cells, on the library's own draw as above, in mixed
+# batches: what mixing costs where the sentences spread over the buckets.
+accuracy --tasks sst2 --seeds 0 1 2 --methods b_v all-bias --pooling cls \
+    --batching mixed
 # The rest of the table; b_k on one seed (it equals head-only).
 accuracy --methods b_v all-bias full b_q head random
 accuracy --seeds 0 --methods b_k
