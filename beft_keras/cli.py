@@ -311,8 +311,8 @@ def _check(args):
         return None
     if args.command == "tune":
         args.terms = list(tuning.parse_terms(args.terms))
-    if args.data_dir is not None and not os.path.isdir(args.data_dir):
-        raise ValueError(f"Data folder '{args.data_dir}' does not exist.")
+    if args.data_dir is not None:
+        data.check_data_dir(args.data_dir)
     if len(set(args.seeds)) != len(args.seeds):
         raise ValueError(f"--seeds repeats a seed: {args.seeds}.")
     if args.distribute:

@@ -136,6 +136,21 @@ def test_output_that_is_a_file(classifier_preset, tmp_path, capsys):
     assert output.read_text() == "mine\n"
 
 
+@pytest.mark.parametrize(
+    "name, message", [("missing", "does not exist"), ("a.tsv", "is a file")]
+)
+def test_data_dir_that_is_not_a_folder(name, message, tmp_path, capsys):
+    (tmp_path / "a.tsv").write_text("sentence\tlabel\n")
+    output = tmp_path / "out"
+    code = cli.main(
+        ["tune", "--task", "sst2", "--data-dir", str(tmp_path / name),
+         "--output", str(output)]
+    )
+    assert code == 2
+    assert f"Data folder '{tmp_path / name}' {message}" in _error(capsys)
+    assert not output.exists()
+
+
 def test_output_with_another_run_is_refused_unless_overwrite(
     classifier_preset, tmp_path, capsys
 ):

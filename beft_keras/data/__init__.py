@@ -14,6 +14,7 @@ from beft_keras.data.readers import DRAWS
 from beft_keras.data.readers import PAPER
 from beft_keras.data.readers import SEEDED
 from beft_keras.data.readers import Examples
+from beft_keras.data.readers import check_data_dir
 from beft_keras.data.readers import load_split
 from beft_keras.data.readers import read_rows
 from beft_keras.data.readers import read_tsv

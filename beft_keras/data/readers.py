@@ -194,9 +194,23 @@ def training_subset(task, examples, regime, seed, draw=SEEDED):
     return subsample(examples, spec.regimes[regime], seed, draw)
 
 
+def check_data_dir(data_dir):
+    """Refuse a `data_dir` that is not a folder.
+
+    Raises:
+        FileNotFoundError: if there is no folder at `data_dir`.
+    """
+    if os.path.isdir(data_dir):
+        return
+    if os.path.exists(data_dir):
+        raise FileNotFoundError(
+            f"Data folder '{data_dir}' is a file, not a folder."
+        )
+    raise FileNotFoundError(f"Data folder '{data_dir}' does not exist.")
+
+
 def _tsv_path(spec, split, data_dir):
-    if not os.path.isdir(data_dir):
-        raise FileNotFoundError(f"Data folder '{data_dir}' does not exist.")
+    check_data_dir(data_dir)
     task_dir = os.path.join(data_dir, spec.name)
     if not os.path.isdir(task_dir):
         raise FileNotFoundError(
