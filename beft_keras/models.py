@@ -209,11 +209,16 @@ def _load_error(model, error):
             "preset name such as 'bert_base_en_uncased')"
         )
     else:
-        # keras-hub's messages run over several lines, the reason often on
-        # a later one: one line, cut to a length an error can show.
-        reason = " ".join(str(error).split()) or type(error).__name__
-        reason = reason if len(reason) <= 400 else reason[:397] + "..."
+        reason = one_line(error)
     return ValueError(f"Cannot load model '{model}': {reason}")
+
+
+def one_line(error, limit=400):
+    """An exception's message on one line, cut to `limit` characters:
+    Keras' and keras-hub's messages run over several lines, the reason
+    often on a later one, and the CLI shows one."""
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _is_path(model):

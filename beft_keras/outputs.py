@@ -66,7 +66,6 @@ def check_output_folder(output, overwrite=False):
         ) from None
     previous = previous_run_files(output)
     if previous and not overwrite:
-        remove_empty(created)
         raise ValueError(
             f"Output folder '{output}' holds another run's files "
             f"({', '.join(previous[:3])}{', ...' if len(previous) > 3 else ''}); "
@@ -190,10 +189,9 @@ def load_tuned(
     except Exception as error:
         for variable, value in zip(model.weights, saved):
             variable.assign(value)
-        message = str(error).strip().splitlines()
         raise ValueError(
             f"Weights '{path}' do not fit this model: "
-            f"{message[0] if message else type(error).__name__}"
+            f"{models.one_line(error)}"
         ) from error
 
 

@@ -10,7 +10,9 @@ import tensorflow as tf
 
 import beft_keras
 from beft_keras import cli
+from beft_keras import data
 from beft_keras import gradients
+from beft_keras import outputs
 from beft_keras import pipeline
 from tests.conftest import snapshot
 from tests.conftest import write_sst2_task
@@ -55,6 +57,19 @@ def test_full_fine_tune_writes_weights_that_predict_loads(
     assert accuracy == pytest.approx(
         results["metrics"]["accuracy"]["mean"], abs=1e-4
     )
+    # On a model it does not fit, Keras' reason, on a later line of its
+    # message, stays in the one line of the error.
+    other = keras_hub.models.BertTextClassifier.from_preset(
+        classifier_preset, num_classes=3, preprocessor=None
+    )
+    before = snapshot(other)
+    with pytest.raises(ValueError, match="do not fit this model") as error:
+        outputs.load_tuned(other, str(tuned), data.get_task("sst2"))
+    message = str(error.value)
+    assert "\n" not in message and "Example error message" in message
+    assert message.split("Example error message")[1].strip(" :.")
+    after = snapshot(other)
+    assert all(after[p].tobytes() == before[p].tobytes() for p in before)
 
 
 def test_recompile_keeps_the_causal_lm_sampler(causal_lm_preset):
