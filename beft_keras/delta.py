@@ -33,8 +33,9 @@ class DeltaInfo:
         base_fingerprint: str. SHA-256 (hex, its first 128 bits) of the
             frozen base weights.
         model_class: str or None. The registered name of the class of the
-            model it was saved from, e.g. `"keras_hub>BertTextClassifier"`
-            (`None` for a delta older than format version 4).
+            model it was saved from, e.g. `"keras_hub>BertTextClassifier"`,
+            when the delta holds the model's head (which that class reads);
+            `None` otherwise, and for a delta older than format version 4.
         terms: tuple of str. The bias terms it holds, e.g. `("value",)`.
         paths: tuple of str. The paths of the variables it holds, biases
             and task head.
@@ -68,7 +69,9 @@ def save_delta(model, path, base=None, task=None):
 
     The file is a safetensors file (no pickle) whose metadata also records
     the base name, the task, the bias terms, the model's class and the
-    output shape of its task head (when the delta holds it), and the Keras,
+    output shape of its task head (when the delta holds the head: biases
+    alone load onto any model of the same backbone, such as a prompted
+    classifier's onto its causal LM), and the Keras,
     beft-keras and backend versions that wrote it. It is written to a temporary file beside `path`
     and renamed, so that a failure leaves any previous file intact.
 
@@ -130,7 +133,7 @@ def save_delta(model, path, base=None, task=None):
         "base_fingerprint": _fingerprint(weights, exclude=roles),
         "task": task,
         "head_shape": _head_shape(model) if HEAD in roles.values() else None,
-        "model_class": _model_class(model),
+        "model_class": _model_class(model) if HEAD in roles.values() else None,
         "terms": delta_file.terms(roles),
         "keras_version": keras.__version__,
         "beft_keras_version": __version__,
@@ -156,9 +159,10 @@ def load_delta(
     of its metadata, that its values are finite, that it was made for
     `task`, that the model's task head has the delta's output shape, that
     the model has every variable of the delta with the same shape and
-    dtype, that the model is of the class the delta was saved from
-    (another head on the same backbone, such as mean pooling instead of
-    the `[CLS]` pooler, reads the same values differently), and that the
+    dtype, that the model is of the class the delta was saved from when
+    the delta holds its head (another head on the same backbone, such as
+    mean pooling instead of the `[CLS]` pooler, reads the same values
+    differently), and that the
     model's base weights (every weight outside the delta) have the
     fingerprint recorded in the delta. Only then are the values assigned,
     so a failed load leaves the model as it was.
@@ -462,7 +466,7 @@ def _check_task(path, saved_task, task):
 
 
 def _check_model_class(model, path, saved_class):
-    # Deltas older than format version 4 do not record it.
+    # Recorded with a head, and from format version 4 on.
     if saved_class is None or saved_class == _model_class(model):
         return
     raise DeltaError(

@@ -25,9 +25,10 @@ FORMAT = "beft-keras-delta"
 # spaces: 760 bytes less for MiniLM's b_v, whose paths are 51 characters.
 # Version 4 fingerprints the base without the weights' paths, which Keras
 # numbers anew in each session for layers not named by hand (`dense_3`),
-# in the model's order and in 128 bits (`fingerprint_bits`), and records
-# the model's class, which tells apart two heads of one output shape (a
-# keras-hub classifier on the `[CLS]` pooler and a mean-pooling one).
+# in the model's order and in 128 bits (`fingerprint_bits`), and, with a
+# head, records the model's class, which tells apart two heads of one
+# output shape (a keras-hub classifier on the `[CLS]` pooler and a
+# mean-pooling one).
 FORMAT_VERSION = 4
 # The role recorded for task-head variables, beside the bias terms.
 HEAD = "head"
@@ -285,7 +286,7 @@ _FIELDS = {
     4: {
         **_FIELDS_V3,
         "base_fingerprint": _is_fingerprint(4),
-        "model_class": (_is_text, "a non-empty string"),
+        "model_class": (_is_optional_text, "a non-empty string or null"),
     },
 }
 

@@ -657,6 +657,8 @@ def test_task_argument_must_be_a_name(bert_preset, trained, tmp_path, task):
         (_set("head_shape", [None, True]), "'head_shape' must be null or a"),
         (_set("head_shape", "2"), "'head_shape' must be null or a list"),
         (_set("head_shape", []), "'head_shape' must be null or a list"),
+        (_set("model_class", ""), "'model_class' must be a non-empty string"),
+        (_without("model_class"), "lacks the field 'model_class'"),
         (_set("keras_version", None), "'keras_version' must be a non-empty"),
         (_set("beft_keras_version", 1), "'beft_keras_version' must be a non"),
         # Version 2 named each variable in the metadata too.
