@@ -83,6 +83,24 @@ def test_sequence_length_above_the_models_limit(
     assert not output.exists()
 
 
+@pytest.mark.parametrize("length, code", [("2", 2), ("3", 0)])
+def test_sequence_length_that_leaves_no_room_for_text(
+    length, code, classifier_preset, tmp_path, capsys
+):
+    """[CLS] and [SEP] take two positions of every SST-2 input."""
+    data_dir = write_sst2_task(tmp_path / "glue")
+    output = tmp_path / "out"
+    args = _tiny_args(data_dir, classifier_preset)
+    args[args.index("--sequence-length") + 1] = length
+    assert cli.main(
+        ["tune", *args, "--epochs", "1", "--output", str(output)]
+    ) == code
+    if code:
+        assert "`sequence_length`=2 leaves no room for text: the " \
+            "preprocessor adds 2 or more tokens of its own" in _error(capsys)
+        assert not output.exists()
+
+
 @pytest.mark.parametrize(
     "model, message",
     [

@@ -278,22 +278,35 @@ def tokenize(examples, preprocessor, sequence_length=128):
         tuple(examples.features.values())
     ).batch(_TOKENIZE_BATCH_SIZE)
     original_length = preprocessor.sequence_length
-    # `x=` keeps a pair of segments from being read as `(x, y)`.
+
+    def pack(*segments):
+        # `x=` keeps a pair of segments from being read as `(x, y)`.
+        return preprocessor(x=segments if len(segments) > 1 else segments[0])
+
     preprocessor.sequence_length = sequence_length
     try:
-        packed = texts.map(
-            lambda *segments: preprocessor(
-                x=segments if len(segments) > 1 else segments[0]
+        # What the preprocessor adds to texts of its own ([CLS], [SEP], a
+        # prompt): all of the length when empty texts fill it.
+        empty = tf.data.Dataset.from_tensor_slices(
+            tuple([""] for _ in examples.features)
+        ).batch(1)
+        added = next(empty.map(pack).as_numpy_iterator())
+        if PADDING_MASK not in added:
+            raise DataError(
+                f"The preprocessor's output has no '{PADDING_MASK}' to "
+                f"measure lengths by. Received features: {sorted(added)}."
             )
-        )
-        chunks = list(packed.as_numpy_iterator())
+        added = int(np.sum(added[PADDING_MASK]))
+        if added >= sequence_length:
+            raise DataError(
+                f"`sequence_length`={sequence_length} leaves no room for "
+                f"text: the preprocessor adds {added} or more tokens of its "
+                "own (such as [CLS] and [SEP], or a prompt). Use a longer "
+                "sequence length."
+            )
+        chunks = list(texts.map(pack).as_numpy_iterator())
     finally:
         preprocessor.sequence_length = original_length
-    if PADDING_MASK not in chunks[0]:
-        raise DataError(
-            f"The preprocessor's output has no '{PADDING_MASK}' to measure "
-            f"lengths by. Received features: {sorted(chunks[0])}."
-        )
     return {
         name: np.concatenate([chunk[name] for chunk in chunks])
         for name in chunks[0]
