@@ -283,14 +283,16 @@ def tokenize(examples, preprocessor, sequence_length=128):
         # `x=` keeps a pair of segments from being read as `(x, y)`.
         return preprocessor(x=segments if len(segments) > 1 else segments[0])
 
+    # First, one batch of empty texts: what the preprocessor adds of its
+    # own ([CLS], [SEP], a prompt), all of the length when it fills it.
+    empty = tf.data.Dataset.from_tensor_slices(
+        tuple([""] for _ in examples.features)
+    ).batch(1)
     preprocessor.sequence_length = sequence_length
     try:
-        # What the preprocessor adds to texts of its own ([CLS], [SEP], a
-        # prompt): all of the length when empty texts fill it.
-        empty = tf.data.Dataset.from_tensor_slices(
-            tuple([""] for _ in examples.features)
-        ).batch(1)
-        added = next(empty.map(pack).as_numpy_iterator())
+        # One map, traced once, for both.
+        packed = empty.concatenate(texts).map(pack).as_numpy_iterator()
+        added = next(packed)
         if PADDING_MASK not in added:
             raise DataError(
                 f"The preprocessor's output has no '{PADDING_MASK}' to "
@@ -304,7 +306,7 @@ def tokenize(examples, preprocessor, sequence_length=128):
                 "own (such as [CLS] and [SEP], or a prompt). Use a longer "
                 "sequence length."
             )
-        chunks = list(texts.map(pack).as_numpy_iterator())
+        chunks = list(packed)
     finally:
         preprocessor.sequence_length = original_length
     return {
