@@ -9,6 +9,7 @@ import time
 import keras
 import numpy as np
 
+from beft_keras import arguments
 from beft_keras import data
 from beft_keras import distribution as distribution_lib
 from beft_keras import heads
@@ -148,8 +149,8 @@ def prepare(
         A `TaskRun`.
     """
     spec = data.get_task(task)
-    _check_positive_int("batch_size", batch_size)
-    _check_positive_int("sequence_length", sequence_length)
+    arguments.check_positive_int("batch_size", batch_size)
+    arguments.check_positive_int("sequence_length", sequence_length)
     train = data.training_subset(
         spec, data.load_split(spec, "train", data_dir), regime, seed,
         subset_draw,
@@ -231,8 +232,8 @@ def probe(run, epochs=1, learning_rate=None, probe_batches=32, verbose=1):
     Raises:
         TrainingError: if the loss becomes NaN or infinite.
     """
-    _check_positive_int("epochs", epochs)
-    _check_positive_int("probe_batches", probe_batches)
+    arguments.check_positive_int("epochs", epochs)
+    arguments.check_positive_int("probe_batches", probe_batches)
     learning_rate = _learning_rate(learning_rate, run.settings.learning_rate)
     beft_probe = BeftProbe(
         data=run.probe_batches, max_batches=probe_batches, verbose=verbose
@@ -269,7 +270,7 @@ def tune(run, terms, epochs=None, learning_rate=None, verbose=1,
     start = time.perf_counter()
     terms = tuning.parse_terms(terms)
     epochs = run.settings.epochs if epochs is None else epochs
-    _check_positive_int("epochs", epochs)
+    arguments.check_positive_int("epochs", epochs)
     default_rate = (
         run.settings.full_learning_rate
         if terms == (tuning.FULL,)
@@ -431,8 +432,8 @@ def predict(
         `metrics` is `None` when the file has no labels.
     """
     spec = data.get_task(task)
-    _check_positive_int("batch_size", batch_size)
-    _check_positive_int("sequence_length", sequence_length)
+    arguments.check_positive_int("batch_size", batch_size)
+    arguments.check_positive_int("sequence_length", sequence_length)
     examples, has_labels = data.read_tsv(spec, path, labelled=False)
     model = model or models.default_model()
     preprocessor, classifier = models.load_classifier(
@@ -537,16 +538,6 @@ def _learning_rate(learning_rate, default):
             f"Received: learning_rate={learning_rate!r}"
         )
     return float(learning_rate)
-
-
-def _check_positive_int(name, value):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or (
-        value < 1
-    ):
-        raise ValueError(
-            f"`{name}` must be an integer of at least 1. "
-            f"Received: {name}={value!r}"
-        )
 
 
 def _prompts(examples, spec):

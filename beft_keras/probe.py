@@ -5,6 +5,7 @@ import itertools
 import keras
 import numpy as np
 
+from beft_keras import arguments
 from beft_keras import compat
 from beft_keras import gradients
 from beft_keras import scores as scores_lib
@@ -87,16 +88,10 @@ class BeftProbe(keras.callbacks.Callback):
                 "`candidates` must name at least two different terms among "
                 f"{list(valid)}. Received: candidates={list(candidates)}"
             )
-        if max_batches is not None and not _is_positive_int(max_batches):
-            raise ValueError(
-                "`max_batches` must be a positive int or None. "
-                f"Received: max_batches={max_batches!r}"
-            )
-        if not _is_positive_int(batch_size):
-            raise ValueError(
-                "`batch_size` must be a positive int. "
-                f"Received: batch_size={batch_size!r}"
-            )
+        arguments.check_positive_int(
+            "max_batches", max_batches, allow_none=True
+        )
+        arguments.check_positive_int("batch_size", batch_size)
         if isinstance(data, list) and not all(
             isinstance(batch, (tuple, list)) for batch in data
         ):
@@ -241,10 +236,6 @@ class BeftProbe(keras.callbacks.Callback):
         if not squared[0]:
             raise ValueError("`data` yielded no batch to measure gradients on.")
         return [np.stack(s) for s in squared]
-
-
-def _is_positive_int(value):
-    return trainable_lib.is_int(value) and value >= 1
 
 
 def _iterations(model):

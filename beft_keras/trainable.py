@@ -5,8 +5,7 @@ import math
 import warnings
 from collections.abc import Iterable
 
-import numpy as np
-
+from beft_keras import arguments
 from beft_keras import compat
 from beft_keras import distribution
 from beft_keras import terms as terms_lib
@@ -231,11 +230,6 @@ class BiasOnlyTrainable:
         self._model, self._saved_flags = None, None
 
 
-def is_int(value):
-    """Whether `value` is an int or a numpy integer, and not a bool."""
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-
-
 def term_tuple(name, value):
     """`value`, one term as a str or an iterable of them, as a tuple of str
     without repeats, in order. Raises a `TypeError` naming `name` for
@@ -281,13 +275,13 @@ def _validate_inert_terms(inert_terms):
 def _validate_layers(layers):
     if layers is None:
         return None
-    indices = [layers] if is_int(layers) else layers
+    indices = [layers] if arguments.is_int(layers) else layers
     if isinstance(indices, Iterable):
         indices = list(indices)
     if not (
         isinstance(indices, list)
         and indices
-        and all(is_int(i) and i >= 0 for i in indices)
+        and all(arguments.is_int(i) and i >= 0 for i in indices)
     ):
         raise ValueError(
             "`layers` must be None, a non-negative transformer layer index, "

@@ -275,8 +275,6 @@ def beft_method(preset, distribution):
     the head, as the paper runs it; under `distribution` if given."""
     import keras
 
-    import beft_keras
-
     x, y = bert_data()
     with scope(distribution):
         model = bert_classifier(preset)

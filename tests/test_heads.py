@@ -3,7 +3,6 @@ embedding, and a sentence pair read by one embedder, one sentence at a
 time."""
 
 import json
-import os
 import warnings
 
 import keras

@@ -6,6 +6,7 @@ import itertools
 import numpy as np
 import tensorflow as tf
 
+from beft_keras import arguments
 from beft_keras.data.tasks import DataError
 
 DEFAULT_BUCKETS = (16, 32, 64, 128)
@@ -36,8 +37,8 @@ def bucket_lengths(sequence_length, buckets=DEFAULT_BUCKETS):
     beft_keras.data.bucket_lengths(48)  # (16, 32, 48)
     ```
     """
-    _check_positive_int("sequence_length", sequence_length)
-    if not all(_is_positive_int(bucket) for bucket in buckets):
+    arguments.check_positive_int("sequence_length", sequence_length, error=DataError)
+    if not all(arguments.is_positive_int(bucket) for bucket in buckets):
         raise DataError(
             f"`buckets` must be positive ints. Received: buckets={buckets!r}"
         )
@@ -117,7 +118,7 @@ def make_dataset(
     labels = np.concatenate([y for _, y in dev_dataset.as_numpy_iterator()])
     ```
     """
-    _check_positive_int("batch_size", batch_size)
+    arguments.check_positive_int("batch_size", batch_size, error=DataError)
     _plan(batching)  # An unknown batching fails before tokenizing.
     if len(examples) == 0:
         raise DataError("`examples` is empty: there is nothing to batch.")
@@ -172,8 +173,8 @@ def batch_arrays(
     """
     lengths = bucket_lengths(sequence_length, buckets)
     plan = _plan(batching)
-    _check_positive_int("batch_size", batch_size)
-    _check_positive_int("batch_multiple", batch_multiple)
+    arguments.check_positive_int("batch_size", batch_size, error=DataError)
+    arguments.check_positive_int("batch_multiple", batch_multiple, error=DataError)
     if batch_size % batch_multiple:
         raise DataError(
             f"`batch_size`={batch_size} must be a multiple of the "
@@ -367,14 +368,3 @@ def _cut(indices, batch_size, batch_multiple):
         batch = batch[: len(batch) - len(batch) % batch_multiple]
         if len(batch):
             yield batch
-
-
-def _is_positive_int(value):
-    return isinstance(value, (int, np.integer)) and value >= 1
-
-
-def _check_positive_int(name, value):
-    if not _is_positive_int(value):
-        raise DataError(
-            f"`{name}` must be a positive int. Received: {name}={value!r}"
-        )

@@ -10,6 +10,7 @@ import os
 
 import numpy as np
 
+from beft_keras import arguments
 from beft_keras.data.tasks import DEV
 from beft_keras.data.tasks import SPLITS
 from beft_keras.data.tasks import TRAIN
@@ -139,12 +140,10 @@ def subsample(examples, size, seed, draw=SEEDED):
     subset = beft_keras.data.subsample(train, 300, seed=0)
     ```
     """
+    arguments.check_positive_int("size", size, allow_none=True,
+                                 error=DataError)
     if size is None:
         return examples
-    if not isinstance(size, (int, np.integer)) or size < 1:
-        raise DataError(
-            f"`size` must be a positive int or None. Received: size={size!r}"
-        )
     if draw not in DRAWS:
         raise DataError(
             f"Unknown draw: {draw!r}. Valid draws are: {', '.join(DRAWS)}."
