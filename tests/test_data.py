@@ -139,6 +139,26 @@ def test_read_tsv_columns_by_name(tmp_path):
     np.testing.assert_array_equal(train.labels, [1, 0])
 
 
+def test_empty_texts_are_read_with_a_warning(tmp_path):
+    rows = ["sentence1\tsentence2\tlabel", "a\tb\t0", " \tb\t1", "c\t\t0"]
+    _write(tmp_path, "rte", "train", "\n".join(rows) + "\n")
+    with pytest.warns(UserWarning) as record:
+        train = data.load_split("rte", "train", data_dir=str(tmp_path))
+    assert len(record) == 1
+    assert str(record[0].message) == (
+        f"2 example(s) of '{tmp_path / 'rte' / 'train.tsv'}' have an empty "
+        "'sentence1' or 'sentence2' (line(s) 3, 4): the model reads them as "
+        "its own tokens alone."
+    )
+    np.testing.assert_array_equal(train.features["sentence1"], ["a", " ", "c"])
+    np.testing.assert_array_equal(train.labels, [0, 1, 0])
+    # More than five are named by their first five lines.
+    _write(tmp_path, "sst2", "dev", "sentence\tlabel\n" + "\t1\n" * 7)
+    first_five = r"\(line\(s\) 2, 3, 4, 5, 6, \.\.\.\)"
+    with pytest.warns(UserWarning, match="^7 .*" + first_five):
+        data.load_split("sst2", "dev", data_dir=str(tmp_path))
+
+
 def test_missing_files(tmp_path):
     with pytest.raises(FileNotFoundError, match="nowhere"):
         data.load_split("rte", "dev", data_dir=str(tmp_path / "nowhere"))

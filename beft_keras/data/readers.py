@@ -7,6 +7,7 @@ import dataclasses
 import json
 import math
 import os
+import warnings
 
 import numpy as np
 
@@ -280,7 +281,7 @@ def _read_tsv(spec, path, labelled=True):
             raise DataError(f"File '{path}' is empty: it has no header line.")
         has_labels = labelled or LABEL in header
         feature_columns, label_column = _columns(spec, path, header, has_labels)
-        texts, labels = [], []
+        texts, labels, blank = [], [], []
         for line, row in rows:
             if len(row) != len(header):
                 raise DataError(
@@ -288,6 +289,8 @@ def _read_tsv(spec, path, labelled=True):
                     f"fields; the header has {len(header)}."
                 )
             texts.append([row[column] for column in feature_columns])
+            if not all(text.strip() for text in texts[-1]):
+                blank.append(line)
             labels.append(
                 _parse_label(spec, row[label_column], path, line)
                 if has_labels
@@ -295,6 +298,17 @@ def _read_tsv(spec, path, labelled=True):
             )
     if not labels:
         raise DataError(f"File '{path}' has a header but no examples.")
+    if blank:
+        # Legal (the model reads its own tokens alone), but in a labelled
+        # file usually a column shifted or emptied by an export.
+        first = ", ".join(map(str, blank[:5]))
+        warnings.warn(
+            f"{len(blank)} example(s) of '{path}' have an empty "
+            f"{' or '.join(map(repr, spec.features))} (line(s) {first}"
+            f"{', ...' if len(blank) > 5 else ''}): the model reads them as "
+            "its own tokens alone.",
+            stacklevel=3,
+        )
     return _examples(spec, list(zip(*texts)), labels), has_labels
 
 
