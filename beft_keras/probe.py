@@ -1,6 +1,7 @@
 """The `BeftProbe` callback: scores every bias term during a probe fit."""
 
 import itertools
+import warnings
 
 import keras
 import numpy as np
@@ -33,8 +34,12 @@ class BeftProbe(keras.callbacks.Callback):
 
     Fit the probe with every bias trainable (`BiasOnlyTrainable("all")`)
     and the model compiled. Terms whose measured gradient is zero up to
-    rounding (the key bias in softmax attention) are reported as inert:
-    training them alone cannot change the model.
+    rounding (the key bias in softmax attention) are reported as inert and
+    left out of the selection: training them alone cannot change the
+    model, and the optimizer's steps on rounding noise make any score of
+    theirs meaningless. A tie at the top of the scores is warned of: on
+    biases that start at zero, as an untrained Keras layer's do, every
+    BEFT score is 1.
 
     Args:
         data: `tf.data.Dataset`, an iterable of `(x, y)` or
@@ -179,6 +184,33 @@ class BeftProbe(keras.callbacks.Callback):
         )
         if self.verbose:
             compat.print_msg(self.results.summary())
+        self._warn_if_tied()
+
+    def _warn_if_tied(self):
+        tied = self.results.tied_with_selected()
+        if not tied:
+            return
+        selected = self.results.selected
+        terms = (selected, *tied)
+        zero = [
+            b.path for b, pre in zip(self._biases, self._pre)
+            if b.term in terms and not np.any(pre)
+        ]
+        warnings.warn(
+            f"The BEFT scores of {list(terms)} tie at "
+            f"{self.results.averages[scores_lib.BEFT][selected]:.6g}, so "
+            f"'{selected}' is selected only as the first candidate."
+            + (
+                f" {len(zero)} of their biases, e.g. '{zero[0]}', were all "
+                "zero when the probe began (Keras and keras-hub initialise "
+                "biases to zero), and on a zero bias the score is 1 "
+                "whatever the fit did: probe a pretrained model, or select "
+                "by another score (`probe.results.selected_by("
+                "'magnitude')`)."
+                if zero else ""
+            ),
+            stacklevel=2,
+        )
 
     def apply_selection(self, head=True):
         """Reset the weights the probe trained and train only the selection.

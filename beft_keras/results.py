@@ -84,13 +84,29 @@ class BeftResults:
         }
 
     def selected_by(self, method):
-        """The candidate term `method` selects."""
-        return scores_lib.select(self.averages[method], self.candidates)
+        """The candidate term `method` selects: the highest-scoring one
+        that is not inert."""
+        return scores_lib.select(
+            self.averages[method], self.candidates, self.inert
+        )
 
     @property
     def selected(self):
-        """The term BEFT selects: the candidate with the highest score."""
+        """The term BEFT selects: the candidate with the highest score
+        that is not inert."""
         return self.selected_by(scores_lib.BEFT)
+
+    def tied_with_selected(self, method=scores_lib.BEFT):
+        """The other candidates whose score equals the selected term's (to
+        float64 rounding), which the selection picked among by their order
+        in `candidates` alone; inert terms are left out."""
+        averages = self.averages[method]
+        selected = self.selected_by(method)
+        return tuple(
+            t for t in self.candidates
+            if t != selected and t not in self.inert
+            and math.isclose(averages[t], averages[selected], rel_tol=1e-12)
+        )
 
     @property
     def inert(self):

@@ -77,12 +77,19 @@ def rank(averages):
     return sorted(averages, key=lambda term: -averages[term])
 
 
-def select(averages, candidates):
-    """The candidate term with the highest score (the paper's argmax).
+def select(averages, candidates, inert=()):
+    """The candidate term with the highest score (the paper's argmax),
+    leaving out inert terms.
+
+    An inert term's score measures nothing about the task: with zero
+    gradient up to rounding, an optimizer that normalises its steps (Adam)
+    still moves it, by steps of the learning rate's size.
 
     Args:
         averages: dict. Maps each term to its score.
         candidates: list of str. The terms to choose among.
+        inert: collection of str. Terms left out of the choice (see
+            `inert_terms`), unless every scored candidate is one.
 
     Returns:
         The selected term.
@@ -97,6 +104,7 @@ def select(averages, candidates):
             f"score. Candidates: {list(candidates)}; scored terms: "
             f"{list(averages)}."
         )
+    scored = [term for term in scored if term not in inert] or scored
     return rank({term: averages[term] for term in scored})[0]
 
 

@@ -78,7 +78,9 @@ def test_scores_match_numpy_on_recorded_biases(bert_preset):
             assert results.averages[method][term] == pytest.approx(
                 np.mean(values), rel=1e-12
             )
-    best = max(["query", "key", "value"], key=lambda t: np.mean(expected["beft"][t]))
+    # The selection leaves out the inert b_k.
+    assert results.inert == ("key",)
+    best = max(["query", "value"], key=lambda t: np.mean(expected["beft"][t]))
     assert probe.selected == best
 
 
@@ -383,3 +385,70 @@ def test_json_and_csv_hold_the_scores(tmp_path):
     assert rows[1] == "beft,query,b_q,0.1,0.3,0.2"
     assert rows[6] == "magnitude,value,b_v,0.4,,0.4"
     assert len(rows) == 7
+
+
+def _results(beft, gradient_rms=None):
+    """Hand-made results of one layer, with these BEFT scores."""
+    terms = tuple(beft)
+    return beft_keras.BeftResults(
+        terms=terms,
+        num_layers=1,
+        layer_scores={"beft": np.array([[beft[t]] for t in terms])},
+        candidates=terms,
+        gradient_rms=gradient_rms,
+    )
+
+
+def test_an_inert_term_is_not_selected_however_it_scores():
+    # Adam moves a bias of zero gradient by steps of the learning rate, so
+    # an inert b_k can score highest (a second fit of one probe did).
+    rms = {"query": 2e-3, "key": 1e-12, "value": 3e-3}
+    results = _results({"query": 0.4, "key": 0.9, "value": 0.5}, rms)
+    assert results.inert == ("key",)
+    assert results.selected == "value"
+    assert results.rankings["beft"] == ["key", "value", "query"]
+    assert results.to_dict()["selected"] == {"beft": "value"}
+    # Unmeasured gradients (no `data`): nothing is known to be inert.
+    assert _results({"query": 0.4, "key": 0.9, "value": 0.5}).selected == (
+        "key"
+    )
+
+
+def test_ties_with_the_selected_term():
+    results = _results({"query": 1.0, "key": 1.0, "value": 1.0})
+    assert results.selected == "query"
+    assert results.tied_with_selected() == ("key", "value")
+    inert_key = {"query": 1e-3, "key": 0.0, "value": 1e-3}
+    assert _results(
+        {"query": 1.0, "key": 1.0, "value": 1.0}, inert_key
+    ).tied_with_selected() == ("value",)
+    untied = _results({"query": 0.3, "key": 0.3, "value": 0.5})
+    assert untied.tied_with_selected() == ()
+
+
+def test_zero_starting_biases_tie_and_are_warned_of(bert_preset):
+    # keras-hub initialises biases to zero: on such a model every BEFT
+    # score is 1 and the selection is only the candidates' order.
+    model = _probe_model(bert_preset)
+    for bias in beft_keras.bias_terms(model):
+        bias.variable.assign(np.zeros(bias.variable.shape))
+    x, y = bert_inputs(16)
+    probe = beft_keras.BeftProbe(verbose=0)
+    with pytest.warns(UserWarning) as record:
+        model.fit(x, y, batch_size=16, epochs=1, verbose=0, callbacks=[probe])
+    averages = probe.results.averages["beft"]
+    assert [averages[t] for t in ("query", "key", "value")] == [1.0] * 3
+    messages = [str(w.message) for w in record]
+    tie = [m for m in messages if "tie at 1" in m]
+    assert len(tie) == 1
+    assert tie[0].startswith(
+        "The BEFT scores of ['query', 'key', 'value'] tie at 1, so 'query' "
+        f"is selected only as the first candidate. {3 * NUM_LAYERS} of "
+        "their biases, e.g. "
+    )
+    assert "were all zero when the probe began" in tie[0]
+    # Pretrained (non-zero) biases: no such warning.
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        _run_probe(bert_preset)
+    assert not [w for w in record if "tie at" in str(w.message)]

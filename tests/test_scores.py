@@ -88,6 +88,20 @@ def test_rank_and_select():
         scores.select({"value": 1.0}, ["query", "value"])
 
 
+def test_select_leaves_out_inert_terms():
+    averages = {"query": 0.2, "key": 0.9, "value": 0.7}
+    candidates = ["query", "key", "value"]
+    assert scores.select(averages, candidates, inert=["key"]) == "value"
+    assert scores.select(averages, candidates, inert=["key", "value"]) == (
+        "query"
+    )
+    # With every candidate inert there is nothing better to choose by.
+    assert scores.select(averages, candidates, inert=candidates) == "key"
+    # Two candidates are still needed, inert or not.
+    with pytest.raises(ValueError, match="at least two candidate terms"):
+        scores.select({"value": 1.0}, ["query", "value"], inert=["query"])
+
+
 def test_inert_terms():
     rms = {"query": 3e-4, "key": 1e-11, "value": 2.5e-3}
     assert scores.inert_terms(rms) == ["key"]
