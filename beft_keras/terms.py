@@ -4,6 +4,7 @@ which transformer layer."""
 import dataclasses
 
 import keras
+import keras_hub
 import numpy as np
 
 from beft_keras import compat
@@ -196,9 +197,10 @@ def head_variables(model):
     For a keras-hub task (`BertTextClassifier`, `OPTCausalLM`, ...) the head
     is every variable outside `model.backbone`: the classifier dense of a
     text classifier, nothing for a causal LM whose output embedding is tied
-    to the backbone. For any other model it is the last layer of
-    `model.layers` that holds weights, unless that layer holds transformer
-    biases itself.
+    to the backbone. A bare keras-hub `Backbone` has no head. For any other
+    model it is the last layer of `model.layers` that holds weights, if
+    that is one layer, not a model of many, and holds no transformer biases
+    itself.
 
     Args:
         model: a built `keras.Model`.
@@ -210,10 +212,15 @@ def head_variables(model):
     if isinstance(backbone, keras.layers.Layer):
         in_backbone = {id(v) for v in backbone.weights}
         return [v for v in model.weights if id(v) not in in_backbone]
+    if isinstance(model, keras_hub.models.Backbone):
+        # Its last layer is its own, such as a final layer norm.
+        return []
     for layer in reversed(getattr(model, "layers", [])):
         if layer.weights:
             roles = layer_roles(walk_layers(layer))
-            if any(term != OTHER for term, _ in roles.values()):
+            if isinstance(layer, keras.Model) or any(
+                term != OTHER for term, _ in roles.values()
+            ):
                 return []
             return list(layer.weights)
     return []

@@ -109,6 +109,22 @@ def test_task_models_map_backbone_and_head(bert_preset, opt_preset):
     _assert_transformer_terms(beft_keras.bias_terms(causal_lm))
     # The output projection is tied to the token embedding: no own head.
     assert beft_keras.head_variables(causal_lm) == []
+    # A bare backbone has none either: its final layer norm is its own.
+    assert beft_keras.head_variables(causal_lm.backbone) == []
+    summary = beft_keras.BiasOnlyTrainable("value").apply(causal_lm.backbone)
+    assert all("value/bias" in path for path in summary.paths)
+
+
+def test_a_model_as_the_last_layer_is_no_head():
+    inner = keras.Sequential(
+        [keras.Input((3,)), keras.layers.Dense(4), keras.layers.Dense(2)]
+    )
+    model = keras.Sequential([keras.Input((5,)), keras.layers.Dense(3), inner])
+    assert beft_keras.head_variables(model) == []
+    # A single layer last is the head.
+    head = keras.layers.Dense(1, name="head")
+    model.add(head)
+    assert beft_keras.head_variables(model) == [head.kernel, head.bias]
 
 
 def _functional_attention_model():
