@@ -89,8 +89,9 @@ def save_delta(model, path, base=None, task=None):
         A `DeltaInfo`.
 
     Raises:
-        ValueError: if no trainable bias or head variable is found, or
-            `base` or `task` is not a str or `None`.
+        ValueError: if no trainable bias or head variable is found, if
+            other variables are trainable (they would be lost), or `base`
+            or `task` is not a str or `None`.
         DeltaError: if a variable to save holds NaN or infinite values;
             nothing is written then.
 
@@ -352,6 +353,15 @@ def _values_by_path(model, path, values):
 
 def _delta_roles(model):
     """`_roles` of the variables a delta saves: the trainable ones."""
+    others = terms_lib.trainable_beyond_biases(model)
+    if others:
+        raise ValueError(
+            f"Model '{model.name}' trains {len(others)} variable(s) that are "
+            f"neither biases nor its head, e.g. '{others[0].path}': a delta "
+            "holds only biases and the head, so they would be lost. Save "
+            "the whole model (`model.save_weights`), or fine-tune biases "
+            "only (`beft_keras.BiasOnlyTrainable`)."
+        )
     trainable = {v.path for v in model.trainable_weights}
     roles = {p: r for p, r in _roles(model).items() if p in trainable}
     if not roles:

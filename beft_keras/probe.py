@@ -139,11 +139,18 @@ class BeftProbe(keras.callbacks.Callback):
             )
         trainable_ids = {id(v) for v in self.model.trainable_variables}
         frozen = [b.path for b in biases if id(b.variable) not in trainable_ids]
-        if frozen:
+        others = terms_lib.trainable_beyond_biases(self.model)
+        if frozen or others:
+            problem = (
+                f"{len(frozen)} are not trainable, e.g. '{frozen[0]}'"
+                if frozen else
+                f"{len(others)} other variable(s) train too, e.g. "
+                f"'{others[0].path}'"
+            )
             raise ValueError(
-                f"BeftProbe scores biases that change during the probe fit, "
-                f"but {len(frozen)} are not trainable, e.g. '{frozen[0]}'. "
-                "Make every bias trainable first: "
+                "BeftProbe scores the biases of a fit of all biases (and "
+                f"the head) alone, but {problem}. Make exactly the biases "
+                "trainable first: "
                 "`beft_keras.BiasOnlyTrainable('all').apply(model)`."
             )
         self.results = None

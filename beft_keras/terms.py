@@ -226,6 +226,26 @@ def head_variables(model):
     return []
 
 
+def trainable_beyond_biases(model):
+    """The trainable variables of a model that are neither a bias nor of
+    its task head (`head_variables`): what a bias-only fit or a bias delta
+    does not account for.
+
+    Args:
+        model: a built `keras.Model`.
+
+    Returns:
+        A list of `keras.Variable`, empty after `BiasOnlyTrainable`.
+    """
+    try:
+        biases = {id(b.variable) for b in bias_terms(model)}
+    except ValueError:
+        # A model without biases: only its head is accounted for.
+        biases = set()
+    accounted = biases | {id(v) for v in head_variables(model)}
+    return [v for v in model.trainable_weights if id(v) not in accounted]
+
+
 def unread_weights(model):
     """The weights a model holds that its outputs do not depend on.
 

@@ -398,13 +398,13 @@ def test_delta_of_another_head_changes_nothing(bert_preset, trained):
 
 
 def test_model_without_a_variable_changes_nothing(bert_preset, trained):
-    # A backbone's head is its last layer of weights, the [CLS] pooler.
+    # A bare backbone has no head for the classifier's.
     backbone = keras_hub.models.BertBackbone.from_preset(bert_preset)
     before = snapshot(backbone)
     with pytest.raises(
         DeltaError,
-        match=r"'pooled_dense/bias' has shape \(2,\) in the delta and "
-        rf"\({HIDDEN_DIM},\) in the model",
+        match=r"has no variable for its tensor\(s\) \['head/0', 'head/1'\]"
+        r".*it has 0 head\)",
     ):
         load_delta(backbone, trained.path)
     _assert_bitwise_equal(snapshot(backbone), before)
@@ -462,6 +462,21 @@ def test_nothing_to_save(bert_preset, tmp_path):
     model.trainable = False
     with pytest.raises(ValueError, match="no trainable bias or head"):
         save_delta(model, tmp_path / "task.safetensors")
+
+
+def test_trained_weights_beyond_biases_are_not_dropped(bert_preset, tmp_path):
+    # A full fine-tune's kernels have no place in a delta: refused, not lost.
+    model = tiny_classifier(bert_preset)
+    target = tmp_path / "task.safetensors"
+    with pytest.raises(
+        ValueError,
+        match=r"trains \d+ variable\(s\) that are neither biases nor its "
+        r"head, e\.g\. '.*'.*model\.save_weights",
+    ):
+        save_delta(model, target)
+    assert not target.exists()
+    beft_keras.BiasOnlyTrainable("value").apply(model)
+    assert save_delta(model, target).path == str(target)
 
 
 def test_switch_tasks_without_reloading(bert_preset, tmp_path):

@@ -129,6 +129,7 @@ def _tiny_attention_model():
     rng = np.random.default_rng(0)
     for variable in model.weights:
         variable.assign(rng.normal(0.0, 0.7, variable.shape))
+    beft_keras.BiasOnlyTrainable("all").apply(model)
     model.compile(
         optimizer=keras.optimizers.SGD(0.1),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
@@ -296,6 +297,30 @@ def test_errors(bert_preset):
     probe = beft_keras.BeftProbe()
     with pytest.raises(ValueError, match="needs a finished probe"):
         probe.apply_selection()
+
+
+def test_a_probe_of_more_than_biases_is_refused(bert_preset):
+    # The scores are of a bias-only fit; a full fit's embeddings would
+    # also give TensorFlow's sparse gradients to the Fisher measure.
+    model = tiny_classifier(bert_preset)
+    model.compile(
+        optimizer="sgd",
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    x, y = bert_inputs(4)
+    before = snapshot(model)
+    with pytest.raises(ValueError, match=(
+        r"BeftProbe scores the biases of a fit of all biases \(and the "
+        r"head\) alone, but \d+ other variable\(s\) train too, e.g. "
+        r"'.*embeddings.*'\. Make exactly the biases trainable first"
+    )):
+        model.fit(x, y, epochs=1, verbose=0,
+                  callbacks=[beft_keras.BeftProbe(data=(x, y), verbose=0)])
+    changed = [
+        p for p, v in snapshot(model).items()
+        if not np.array_equal(v, before[p])
+    ]
+    assert changed == []
 
 
 def test_candidates_take_one_term_as_a_str():
