@@ -51,16 +51,28 @@ def default_pair_encoding(model, spec):
 
 
 def preset_pooling(model):
-    """The pooling a preset was trained with: a sentence-transformers
-    folder's `1_Pooling/config.json` says (mean for all-MiniLM-L6-v2);
-    any other preset has its own classifier, `"cls"`.
+    """The pooling a local preset folder was trained with: a
+    sentence-transformers folder's `1_Pooling/config.json` says (mean for
+    all-MiniLM-L6-v2 as Hugging Face holds it); any other folder has its
+    own classifier, `"cls"`.
+
+    Only a local folder is read. A keras-hub preset name or a `kaggle://`
+    or `hf://` handle is `"cls"`, unread, even for a sentence-transformer:
+    pass `pooling="mean"` for one.
 
     Args:
-        model: str. A keras-hub preset name or a local preset folder.
+        model: str. A local preset folder; any other preset is `"cls"`.
 
     Returns:
         `"mean"` or `"cls"`.
+
+    Raises:
+        ValueError: if the folder's pooling config cannot be read.
     """
+    # Not asked of keras-hub's `get_file`: its Keras-format presets
+    # (`save_to_preset`) do not carry this file, and a file missing from a
+    # cached preset is fetched from the network, so a preset that loads
+    # offline would fail here.
     path = os.path.join(model, "1_Pooling", "config.json")
     if not is_sentence_transformer(model):
         return CLS
@@ -73,6 +85,18 @@ def preset_pooling(model):
         if config.get(flag):
             return pooling
     return CLS
+
+
+def _check_embedder(embedder):
+    # A classifier or a backbone would build too, or fail deep in Keras: a
+    # head on a classifier's logits, or on a dict of token outputs.
+    if not isinstance(embedder, keras_hub.models.TextEmbedder):
+        raise TypeError(
+            "`embedder` must be a keras_hub.models.TextEmbedder, e.g. "
+            "`keras_hub.models.TextEmbedder.from_preset(preset, "
+            "normalize=False, preprocessor=None)`. Received: embedder of "
+            f"type {type(embedder).__name__}"
+        )
 
 
 class _EmbedderHead(keras.Model):
@@ -150,6 +174,7 @@ class PooledClassifier(_EmbedderHead):
     _config_names = ("num_classes", "dropout")
 
     def __init__(self, embedder, num_classes, dropout=0.1, **kwargs):
+        _check_embedder(embedder)
         inputs = embedder.input
         pooled = embedder(inputs)
         hidden = keras.layers.Dropout(dropout, name="head_dropout")(pooled)
@@ -197,6 +222,7 @@ class SiameseClassifier(_EmbedderHead):
     """
 
     def __init__(self, embedder, num_classes, **kwargs):
+        _check_embedder(embedder)
         first = embedder.input
         second = {
             name + SECOND: keras.Input(

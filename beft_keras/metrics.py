@@ -78,15 +78,21 @@ def exact_match(y_true, y_pred):
     one of their example's reference answers.
 
     Args:
-        y_true: sequence of tuples of str, the reference answers.
+        y_true: sequence of lists or tuples of str, the reference answers
+            of each example; a bare str is refused, not read as one answer.
         y_pred: sequence of str, one generated answer per example.
+
+    Raises:
+        MetricError: if an example's references are not a list or tuple,
+            or the two sequences differ in length.
     """
     return _best_over_references(y_true, y_pred, _exact)
 
 
 def token_f1(y_true, y_pred):
     """SQuAD's F1: the overlap of normalised answer tokens with the best
-    reference answer, averaged over examples."""
+    reference answer, averaged over examples. Takes the arguments of
+    `exact_match`."""
     return _best_over_references(y_true, y_pred, _token_f1)
 
 
@@ -108,9 +114,11 @@ def compute_metrics(task, y_true, y_pred):
     Args:
         task: str or `TaskSpec`. The task, e.g. `"mrpc"`.
         y_true: 1-D array. The true labels: class ids, or scores for a
-            regression task.
+            regression task; for a generation task (SQuAD), a list or tuple
+            of reference answers per example (see `exact_match`).
         y_pred: 1-D array. The predicted class ids, or scores for a
-            regression task; see `predictions_from_logits`.
+            regression task (see `predictions_from_logits`); for a
+            generation task, one answer str per example.
 
     Returns:
         A dict from metric name to float, in the task's order: the first is
@@ -203,6 +211,13 @@ def _best_over_references(y_true, y_pred, score):
             "`y_true` and `y_pred` must be non-empty and of the same length. "
             f"Received: {len(y_true)} and {len(y_pred)} examples."
         )
+    for i, refs in enumerate(y_true):
+        # A str would be scored character by character.
+        if not isinstance(refs, (list, tuple)):
+            raise MetricError(
+                f"`y_true[{i}]` must be a list or tuple of reference "
+                f"answers, one str each. Received: y_true[{i}]={refs!r}"
+            )
     return float(
         np.mean(
             [

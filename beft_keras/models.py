@@ -38,7 +38,8 @@ def load_classifier(
     An encoder preset gives a keras-hub `TextClassifier` (`pooling="cls"`)
     or a `PooledClassifier` on its `TextEmbedder` (`pooling="mean"`);
     `pooling=None` is the preset's own (`heads.preset_pooling`: mean for a
-    sentence-transformer such as all-MiniLM-L6-v2). A sentence pair is
+    local sentence-transformers folder such as all-MiniLM-L6-v2's; a preset
+    name is read as `"cls"`). A sentence pair is
     read together (`pair_encoding="cross"`) or each sentence on its own
     (`"siamese"`, a `SiameseClassifier` with a `SiamesePreprocessor`);
     `None` is `heads.default_pair_encoding`. A causal LM

@@ -200,7 +200,7 @@ def _keras_half(args, inputs):
         saved["y_train"])
     preprocessor = keras_hub.models.TextClassifierPreprocessor.from_preset(
         args.model)
-    ids = beft_keras.data.tokenize(examples, preprocessor)["token_ids"]
+    ids = beft_keras.data.tokenize(examples, preprocessor, 128)["token_ids"]
     mismatches = int((ids != x_train["token_ids"]).any(axis=1).sum())
 
     if args.exact_gelu:

@@ -423,8 +423,54 @@ def test_paper_draw_is_the_authors_permutation():
 
 
 def test_examples_must_line_up():
-    with pytest.raises(DataError, match="3 labels"):
+    with pytest.raises(DataError, match=r"labels of shape \(3,\)"):
         Examples({"sentence": np.array(["a", "b"])}, np.zeros(3))
+
+
+def test_examples_convert_lists():
+    examples = Examples(
+        {"sentence1": ["a", "b", "c"], "sentence2": np.array(["d", "e", "f"])},
+        [0, 1, 2],
+    )
+    for texts in examples.features.values():
+        assert isinstance(texts, np.ndarray) and texts.dtype == object
+    assert isinstance(examples.labels, np.ndarray)
+    np.testing.assert_array_equal(examples.labels, [0, 1, 2])
+    # Labels are indices: each subset text is the one at its label.
+    subset = data.subsample(examples, 2, seed=0)
+    assert len(subset) == 2
+    np.testing.assert_array_equal(
+        subset.features["sentence1"], np.array(["a", "b", "c"])[subset.labels]
+    )
+    np.testing.assert_array_equal(
+        subset.features["sentence2"], np.array(["d", "e", "f"])[subset.labels]
+    )
+
+
+@pytest.mark.parametrize(
+    "features, labels, expected",
+    [
+        (["a", "b"], [0, 1], "non-empty dict.*features of type list"),
+        ({}, [], "non-empty dict.*features of type dict"),
+        ({"sentence": [1, 2]}, [0, 1], r"features\['sentence'\].*int$"),
+        (
+            {"sentence": [["a"], ["b"]]},
+            [0, 1],
+            r"1-D .*features\['sentence'\] of shape \(2, 1\)",
+        ),
+        (
+            {"sentence1": ["a", "b"], "sentence2": ["c"]},
+            [0, 1],
+            r"as many texts.*\{'sentence1': 2, 'sentence2': 1\}",
+        ),
+        ({"sentence": ["a", "b"]}, [0], r"labels of shape \(1,\)"),
+        ({"sentence": ["a", "b"]}, [[0], [1]], r"labels of shape \(2, 1\)"),
+        ({"sentence": ["a", "b"]}, [("x",), ("y", "z")], "shape ragged"),
+    ],
+)
+def test_examples_are_checked(features, labels, expected):
+    with pytest.raises(DataError, match=expected):
+        Examples(features, labels)
 
 
 # Batching.
@@ -670,6 +716,73 @@ def test_make_dataset_checks_arguments(preprocessor):
         data.make_dataset(examples, preprocessor, batch_size=0)
     with pytest.raises(DataError, match="empty"):
         data.make_dataset(_examples(0), preprocessor, batch_size=2)
+    pair = (examples.features["sentence"], examples.labels)
+    with pytest.raises(
+        DataError, match=r"`examples` .*beft_keras\.data\.Examples.*tuple$"
+    ):
+        data.make_dataset(pair, preprocessor, batch_size=2)
+    with pytest.raises(DataError, match="examples of type tuple"):
+        data.tokenize(pair, preprocessor)
+    # Neither a `sequence_length` nor a preprocessor's own to default to.
+    lengthless = types.SimpleNamespace(sequence_length=None)
+    for make in (data.make_dataset, data.tokenize):
+        args = (2,) if make is data.make_dataset else ()
+        with pytest.raises(DataError, match="sequence_length=None$"):
+            make(examples, lengthless, *args)
+        with pytest.raises(DataError, match="sequence_length=0$"):
+            make(examples, preprocessor, *args, sequence_length=0)
+
+
+def test_length_defaults_to_the_preprocessors(preprocessor):
+    """A model of 32 positions fits on its preprocessor's batches."""
+    short_preprocessor = keras_hub.models.BertTextClassifierPreprocessor(
+        preprocessor.tokenizer, sequence_length=32
+    )
+    # 42, 12, 5 and 62 tokens with [CLS] and [SEP].
+    texts = [" ".join(WORDS * 4), "the cat " * 5, "a dog ran", "it " * 60]
+    examples = Examples({"sentence": texts}, [0, 1, 0, 1])
+    features = data.tokenize(examples, short_preprocessor)
+    assert features["token_ids"].shape == (4, 32)
+    np.testing.assert_array_equal(
+        features["padding_mask"].sum(1), [32, 12, 5, 32]
+    )
+    dataset = data.make_dataset(examples, short_preprocessor, 2)
+    batches = _epoch(dataset)
+    # Buckets 16 and 32: the longest examples truncated to 32, not 64.
+    assert [f["token_ids"].shape for f, _ in batches] == [(2, 16), (2, 32)]
+    assert [list(labels) for _, labels in batches] == [[1, 0], [0, 1]]
+    for features, _ in batches:
+        np.testing.assert_array_equal(
+            features["padding_mask"].sum(1),
+            [12, 5] if features["token_ids"].shape[1] == 16 else [32, 32],
+        )
+    assert short_preprocessor.sequence_length == 32
+    # A given length still wins.
+    explicit = data.make_dataset(examples, short_preprocessor, 4, 16)
+    ((features, _),) = _epoch(explicit)
+    np.testing.assert_array_equal(
+        features["padding_mask"].sum(1), [16, 12, 5, 16]
+    )
+
+    inputs = {
+        "token_ids": keras.Input((None,), dtype="int32", name="token_ids"),
+        "segment_ids": keras.Input((None,), dtype="int32", name="segment_ids"),
+        "padding_mask": keras.Input((None,), dtype="bool", name="padding_mask"),
+    }
+    embedded = keras.layers.Embedding(len(SPECIAL_TOKENS + WORDS), 4)(
+        inputs["token_ids"]
+    )
+    positions = keras_hub.layers.PositionEmbedding(32)(embedded)
+    pooled = keras.layers.GlobalAveragePooling1D()(
+        embedded + positions, mask=inputs["padding_mask"]
+    )
+    model = keras.Model(inputs, keras.layers.Dense(2)(pooled))
+    model.compile(
+        optimizer="adam",
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    history = model.fit(dataset, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
 
 
 def test_fit_on_buckets(preprocessor):
@@ -735,3 +848,42 @@ def test_batch_arrays_trims_per_token_targets():
         np.testing.assert_array_equal(w, x["padding_mask"])
     with pytest.raises(DataError, match="no 'padding_mask'"):
         data.batch_arrays({"token_ids": token_ids}, token_ids, 2)
+
+
+def _masked(lengths, width):
+    """Features of examples of `lengths` tokens, padded to `width`."""
+    mask = np.arange(width)[None, :] < np.asarray(lengths)[:, None]
+    return {"token_ids": mask.astype("int32"), "padding_mask": mask}
+
+
+def test_batch_arrays_length_defaults_to_the_features_width():
+    features = _masked([3, 150, 20], 200)
+    dataset = data.batch_arrays(features, np.arange(3), batch_size=2)
+    batches = _epoch(dataset)
+    # Buckets 16, 32, 64, 128 and the width, 200; none is dropped.
+    assert [f["token_ids"].shape for f, _ in batches] == [
+        (1, 16), (1, 32), (1, 200)
+    ]
+    assert [int(labels[0]) for _, labels in batches] == [0, 2, 1]
+    narrower = data.batch_arrays(
+        _masked([3, 9], 12), np.arange(2), batch_size=2, buckets=(4,)
+    )
+    assert [f["token_ids"].shape for f, _ in _epoch(narrower)] == [
+        (1, 4), (1, 12)
+    ]
+    with pytest.raises(DataError, match=r"width of `features`, 200\. "
+                       r"Received: sequence_length=256$"):
+        data.batch_arrays(features, np.arange(3), 2, sequence_length=256)
+    with pytest.raises(DataError, match=r"longest example of `features`, 150 "
+                       r"tokens\. Received: sequence_length=128$"):
+        data.batch_arrays(features, np.arange(3), 2, sequence_length=128)
+
+
+def test_batch_arrays_checks_target_lengths():
+    features = _masked([3, 5, 9, 2], 12)
+    labels = np.arange(4)
+    with pytest.raises(DataError, match=r"`labels` .* 4\. "
+                       r"Received: len\(labels\)=3$"):
+        data.batch_arrays(features, labels[:3], 4)
+    with pytest.raises(DataError, match=r"Received: len\(sample_weight\)=5$"):
+        data.batch_arrays(features, labels, 4, sample_weight=np.ones(5))

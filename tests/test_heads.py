@@ -255,3 +255,25 @@ def test_the_preset_classifier_reads_its_pooler(bert_preset):
     tuning.make_trainable(classifier, "all-bias")
     pooler = classifier.backbone.get_layer("pooled_dense")
     assert pooler.bias.trainable and not pooler.kernel.trainable
+
+
+@pytest.mark.parametrize("head", ["pooled", "siamese"])
+def test_heads_refuse_what_is_not_an_embedder(head, bert_preset):
+    """A text classifier built silently, a Dense on its logits; a backbone
+    failed with a raw Keras error."""
+    backbone = keras_hub.models.BertBackbone.from_preset(bert_preset)
+    classifier = keras_hub.models.BertTextClassifier(
+        backbone, num_classes=2, preprocessor=None
+    )
+    cls = {"pooled": beft_keras.PooledClassifier,
+           "siamese": beft_keras.SiameseClassifier}[head]
+    for model, name in ((classifier, "BertTextClassifier"),
+                        (backbone, "BertBackbone")):
+        with pytest.raises(TypeError) as error:
+            cls(model, 2)
+        assert str(error.value) == (
+            "`embedder` must be a keras_hub.models.TextEmbedder, e.g. "
+            "`keras_hub.models.TextEmbedder.from_preset(preset, "
+            "normalize=False, preprocessor=None)`. Received: embedder of "
+            f"type {name}"
+        )

@@ -184,3 +184,20 @@ def test_squad_exact_match_and_token_f1_by_hand():
     assert list(scores) == ["exact_match", "token_f1"]
     with pytest.raises(metrics.MetricError, match="same length"):
         metrics.exact_match(references, predictions[:2])
+
+
+def test_squad_refuses_a_bare_reference_str():
+    """A str of references was scored character by character: exact match
+    0.0 for an exact answer."""
+    with pytest.raises(metrics.MetricError) as error:
+        metrics.compute_metrics("squad", ["Denver Broncos"], ["Denver Broncos"])
+    assert str(error.value) == (
+        "`y_true[0]` must be a list or tuple of reference answers, one str "
+        "each. Received: y_true[0]='Denver Broncos'"
+    )
+    with pytest.raises(metrics.MetricError, match=r"^`y_true\[1\]` must"):
+        metrics.token_f1([("Broncos",), "Broncos"], ["Broncos", "Broncos"])
+    # A list of answers is as good as a tuple.
+    assert metrics.compute_metrics(
+        "squad", [["Denver Broncos"], ("Broncos",)], ["Denver Broncos", "x"]
+    ) == {"exact_match": 0.5, "token_f1": 0.5}

@@ -337,6 +337,51 @@ def test_prompt_preprocessor_matches_classification_inputs():
         preprocessor(first)
 
 
+def test_verbalizer_refuses_a_single_word():
+    """A bare str was read as one class per character: six classes from
+    `" great"`."""
+    with pytest.raises(PromptError) as error:
+        Verbalizer(" great")
+    assert str(error.value) == (
+        "`words` must be a tuple with one word per class, e.g. "
+        "`(' great', ...)`, not a single str. Received: words=' great'"
+    )
+    assert Verbalizer([" terrible", " great"]).token_ids(tiny_tokenizer()) \
+        == SST2_VERBALIZER.token_ids(tiny_tokenizer())
+
+
+def test_prompt_preprocessor_takes_a_str_as_one_feature():
+    """`features="sentence"` was read as the features 's', 'e', ..."""
+    tokenizer = tiny_tokenizer()
+    preprocessor = beft_keras.PromptPreprocessor(
+        tokenizer, SST2_TEMPLATE, features="sentence", sequence_length=8
+    )
+    assert preprocessor.features == ("sentence",)
+    sentences = [" good movie", " movie"]
+    prompts = [SST2_TEMPLATE.format(sentence=s) for s in sentences]
+    expected, _ = classification_inputs(prompts, [0, 1], tokenizer, 8)
+    outputs = preprocessor(sentences)
+    for name in ("token_ids", "padding_mask"):
+        np.testing.assert_array_equal(outputs[name], expected[name])
+
+
+def test_verbalizer_classifier_refuses_a_causal_lm(prompt_preset):
+    """A causal LM failed with an AttributeError on `token_embedding`."""
+    causal_lm = keras_hub.models.OPTCausalLM(
+        backbone=keras_hub.models.OPTBackbone.from_preset(prompt_preset),
+        preprocessor=None,
+    )
+    with pytest.raises(TypeError) as error:
+        VerbalizerClassifier(causal_lm, [TERRIBLE, GREAT])
+    assert str(error.value) == (
+        "`backbone` must be a keras-hub decoder backbone with a "
+        "`token_embedding`; for a causal LM, pass `causal_lm.backbone`. "
+        "Received: backbone of type OPTCausalLM"
+    )
+    classifier = VerbalizerClassifier(causal_lm.backbone, [TERRIBLE, GREAT])
+    assert classifier.backbone is causal_lm.backbone
+
+
 def test_task_prompts_fill_with_their_tasks_features():
     for name, prompt in beft_keras.TASK_PROMPTS.items():
         spec = beft_keras.get_task(name)

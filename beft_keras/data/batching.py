@@ -7,6 +7,7 @@ import numpy as np
 import tensorflow as tf
 
 from beft_keras import arguments
+from beft_keras.data.readers import Examples
 from beft_keras.data.tasks import DataError
 
 DEFAULT_BUCKETS = (16, 32, 64, 128)
@@ -50,7 +51,7 @@ def make_dataset(
     examples,
     preprocessor,
     batch_size,
-    sequence_length=128,
+    sequence_length=None,
     shuffle=False,
     seed=0,
     buckets=DEFAULT_BUCKETS,
@@ -70,8 +71,11 @@ def make_dataset(
     from `seed` and the epoch's number, so that two datasets made with the
     same seed yield the same epochs; without it the order is fixed:
     bucketed batches go from the shortest bucket to the longest, mixed ones
-    follow `examples`, and within a batch examples keep their order. Either
-    way score `model.predict(dataset)` against the dataset's own labels.
+    follow `examples`, and within a batch examples keep their order. So
+    with `shuffle=False` (the default), and only then, score
+    `model.predict(dataset)` against the dataset's own labels, read in a
+    pass of their own (as below): with `shuffle=True` each pass reshuffles,
+    so the predictions and labels of two passes do not line up.
 
     The dataset works with `model.fit`, `evaluate` and `predict` on every
     Keras backend.
@@ -83,8 +87,10 @@ def make_dataset(
             `sequence_length`; its own `sequence_length` is restored after.
         batch_size: int. The largest batch; the last batch of each bucket
             may be smaller.
-        sequence_length: int. The maximum length: longer examples are
-            truncated, and it is the last bucket. Defaults to `128`.
+        sequence_length: int or None. The maximum length: longer examples
+            are truncated, and it is the last bucket. Defaults to `None`,
+            the preprocessor's own `sequence_length` (which its model is
+            built for).
         shuffle: bool. Whether to shuffle examples and batches every epoch.
             Defaults to `False`.
         seed: int. Seed of the shuffling. Defaults to `0`.
@@ -120,6 +126,8 @@ def make_dataset(
     """
     arguments.check_positive_int("batch_size", batch_size, error=DataError)
     _plan(batching)  # An unknown batching fails before tokenizing.
+    _check_examples(examples)
+    sequence_length = _sequence_length(preprocessor, sequence_length)
     if len(examples) == 0:
         raise DataError("`examples` is empty: there is nothing to batch.")
     features = tokenize(examples, preprocessor, sequence_length)
@@ -133,7 +141,7 @@ def batch_arrays(
     features,
     labels,
     batch_size,
-    sequence_length=128,
+    sequence_length=None,
     shuffle=False,
     seed=0,
     buckets=DEFAULT_BUCKETS,
@@ -150,8 +158,11 @@ def batch_arrays(
         labels: numpy array of shape `(num_examples,)`, or `(num_examples,
             sequence_length)` for per-token targets, which are trimmed with
             the features.
-        batch_size, sequence_length, shuffle, seed, buckets, batching: as
-            for `make_dataset`.
+        batch_size, shuffle, seed, buckets, batching: as for
+            `make_dataset`.
+        sequence_length: int or None. The last bucket: at most the width
+            of `features`, and at least its longest example. Defaults to
+            `None`, the width of `features`.
         sample_weight: numpy array or None. Per-example or per-token
             weights, shaped and trimmed like `labels`.
         batch_multiple: int. Every batch's size is a multiple of it (data
@@ -171,7 +182,6 @@ def batch_arrays(
     causal_lm.fit(dataset, epochs=5)
     ```
     """
-    lengths = bucket_lengths(sequence_length, buckets)
     plan = _plan(batching)
     arguments.check_positive_int("batch_size", batch_size, error=DataError)
     arguments.check_positive_int("batch_multiple", batch_multiple, error=DataError)
@@ -185,6 +195,22 @@ def batch_arrays(
             f"`features` has no '{PADDING_MASK}' to measure lengths by. "
             f"Received features: {sorted(features)}."
         )
+    num_examples, width = features[PADDING_MASK].shape
+    if sequence_length is None:
+        sequence_length = width
+    lengths = bucket_lengths(sequence_length, buckets)
+    if sequence_length > width:
+        # Its batches would be narrower than their bucket.
+        raise DataError(
+            f"`sequence_length` must be at most the width of `features`, "
+            f"{width}. Received: sequence_length={sequence_length}"
+        )
+    for name, target in (("labels", labels), ("sample_weight", sample_weight)):
+        if target is not None and len(target) != num_examples:
+            raise DataError(
+                f"`{name}` must have one row per example of `features`, "
+                f"{num_examples}. Received: len({name})={len(target)}"
+            )
     # Every text of an example fits its bucket: a siamese pair has a mask
     # per sentence (`padding_mask`, `padding_mask_2`).
     example_lengths = np.max(
@@ -192,6 +218,13 @@ def batch_arrays(
          if name.startswith(PADDING_MASK)],
         axis=0,
     )
+    if example_lengths.max(initial=0) > sequence_length:
+        # It would fit no bucket.
+        raise DataError(
+            f"`sequence_length` must be at least the longest example of "
+            f"`features`, {example_lengths.max()} tokens. "
+            f"Received: sequence_length={sequence_length}"
+        )
     example_buckets = np.searchsorted(lengths, example_lengths)
     targets = (labels,) if sample_weight is None else (labels, sample_weight)
     epochs = itertools.count()
@@ -262,7 +295,7 @@ def padding_efficiency(dataset):
     return real / total
 
 
-def tokenize(examples, preprocessor, sequence_length=128):
+def tokenize(examples, preprocessor, sequence_length=None):
     """Every example's features, as numpy arrays padded to
     `sequence_length`, for `batch_arrays`.
 
@@ -270,11 +303,14 @@ def tokenize(examples, preprocessor, sequence_length=128):
         examples: `Examples`.
         preprocessor: a keras-hub text classifier preprocessor (see
             `make_dataset`).
-        sequence_length: int. Defaults to `128`.
+        sequence_length: int or None. Defaults to `None`, the
+            preprocessor's own `sequence_length`.
 
     Returns:
         A dict of numpy arrays of shape `(len(examples), sequence_length)`.
     """
+    _check_examples(examples)
+    sequence_length = _sequence_length(preprocessor, sequence_length)
     texts = tf.data.Dataset.from_tensor_slices(
         tuple(examples.features.values())
     ).batch(_TOKENIZE_BATCH_SIZE)
@@ -314,6 +350,31 @@ def tokenize(examples, preprocessor, sequence_length=128):
         name: np.concatenate([chunk[name] for chunk in chunks])
         for name in chunks[0]
     }
+
+
+def _check_examples(examples):
+    if not isinstance(examples, Examples):
+        raise DataError(
+            "`examples` must be a `beft_keras.data.Examples`: build one "
+            "with `beft_keras.data.Examples(features, labels)`. "
+            f"Received: examples of type {type(examples).__name__}"
+        )
+
+
+def _sequence_length(preprocessor, sequence_length):
+    """`sequence_length`, or the preprocessor's own where it is `None`."""
+    if sequence_length is None:
+        sequence_length = getattr(preprocessor, "sequence_length", None)
+        if sequence_length is None:
+            raise DataError(
+                "`sequence_length` is needed: the preprocessor has no "
+                "`sequence_length` of its own. "
+                "Received: sequence_length=None"
+            )
+    arguments.check_positive_int(
+        "sequence_length", sequence_length, error=DataError
+    )
+    return sequence_length
 
 
 def _bucketed_plan(example_buckets, lengths, batch_size, rng,

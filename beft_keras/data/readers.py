@@ -36,10 +36,15 @@ class Examples:
 
     Attributes:
         features: dict. Maps each text feature of the task, in the task's
-            order, to a 1-D numpy array of `str`.
+            order, to a 1-D numpy array of `str`; a list is converted.
         labels: numpy array. Class ids (`int32`) for a classification task,
             scores (`float32`) for a regression task, tuples of answer texts
-            (`object`) for a generation task.
+            (`object`) for a generation task; one per text, and a list is
+            converted.
+
+    Raises:
+        DataError: if `features` is not a non-empty dict of 1-D columns of
+            `str`, or its columns and `labels` differ in length.
 
     Example:
     ```python
@@ -55,12 +60,47 @@ class Examples:
     labels: np.ndarray
 
     def __post_init__(self):
-        sizes = {name: len(texts) for name, texts in self.features.items()}
-        if any(size != len(self.labels) for size in sizes.values()):
+        if not isinstance(self.features, dict) or not self.features:
             raise DataError(
-                f"Every feature must have one text per label. Received "
-                f"{len(self.labels)} labels and texts per feature: {sizes}."
+                "`features` must be a non-empty dict that maps each text "
+                "feature to its texts. Received: "
+                f"features of type {type(self.features).__name__}"
             )
+        # Lists become arrays here rather than failing deep inside batching
+        # or subsetting.
+        features = {
+            name: np.asarray(texts, dtype=object)
+            for name, texts in self.features.items()
+        }
+        for name, texts in features.items():
+            if texts.ndim != 1 or not all(isinstance(t, str) for t in texts):
+                raise DataError(
+                    "`features` must map each feature to a 1-D column of "
+                    f"str. Received: features[{name!r}] of shape "
+                    f"{texts.shape} holding {_type_names(texts)}"
+                )
+        sizes = {name: len(texts) for name, texts in features.items()}
+        if len(set(sizes.values())) > 1:
+            raise DataError(
+                "Every feature of `features` must have as many texts. "
+                f"Received texts per feature: {sizes}"
+            )
+        try:
+            labels = np.asarray(self.labels)
+        except ValueError:  # Ragged, such as answer tuples of two lengths.
+            labels = None
+        size = next(iter(sizes.values()))
+        if labels is None or labels.ndim != 1 or len(labels) != size:
+            shape = "ragged" if labels is None else labels.shape
+            raise DataError(
+                "`labels` must be 1-D (for a generation task, an object "
+                "array of answer tuples), one label per text of `features`. "
+                f"Received: labels of shape {shape} and texts per feature: "
+                f"{sizes}"
+            )
+        # The dataclass is frozen.
+        object.__setattr__(self, "features", features)
+        object.__setattr__(self, "labels", labels)
 
     def __len__(self):
         return len(self.labels)
@@ -71,6 +111,11 @@ class Examples:
             {name: texts[indices] for name, texts in self.features.items()},
             self.labels[indices],
         )
+
+
+def _type_names(values):
+    """The sorted names of the types in `values`, e.g. "float, str"."""
+    return ", ".join(sorted({type(v).__name__ for v in values.flat}))
 
 
 def load_split(task, split, data_dir=None):

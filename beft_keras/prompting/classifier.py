@@ -23,7 +23,8 @@ class VerbalizerClassifier(keras.Model):
         backbone: a keras-hub decoder backbone with a `token_embedding`
             that maps hidden states back to the vocabulary, as the causal
             LM's head does: `OPTBackbone`, `GPT2Backbone`, `QwenBackbone`,
-            `LlamaBackbone`, ... (`causal_lm.backbone`).
+            `LlamaBackbone`, ... (`causal_lm.backbone`, not the causal LM
+            itself).
         verbalizer_token_ids: list of int. The token of each class's word,
             e.g. from `Verbalizer.token_ids(tokenizer)`.
 
@@ -47,6 +48,13 @@ class VerbalizerClassifier(keras.Model):
     """
 
     def __init__(self, backbone, verbalizer_token_ids, **kwargs):
+        if getattr(backbone, "token_embedding", None) is None:
+            raise TypeError(
+                "`backbone` must be a keras-hub decoder backbone with a "
+                "`token_embedding`; for a causal LM, pass "
+                "`causal_lm.backbone`. Received: backbone of type "
+                f"{type(backbone).__name__}"
+            )
         token_ids = [int(i) for i in verbalizer_token_ids]
         if len(set(token_ids)) < 2:
             raise PromptError(

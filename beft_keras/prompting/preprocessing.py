@@ -29,8 +29,8 @@ class PromptPreprocessor:
     Args:
         tokenizer: a keras-hub tokenizer (`causal_lm.preprocessor.tokenizer`).
         template: `PromptTemplate` whose slots are among `features`.
-        features: tuple of str. The names of the text features the
-            preprocessor is called with, in order.
+        features: str or tuple of str. The names of the text features the
+            preprocessor is called with, in order; a str is one feature.
         sequence_length: int. Length of the padded inputs. Defaults to
             `128`.
 
@@ -47,6 +47,9 @@ class PromptPreprocessor:
     """
 
     def __init__(self, tokenizer, template, features, sequence_length=128):
+        # A str is one feature, as a str of `terms` is one term, not a
+        # sequence of one-letter features.
+        features = (features,) if isinstance(features, str) else features
         features = tuple(features)
         missing = [f for f in template.fields if f not in features]
         if missing:

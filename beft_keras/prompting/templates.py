@@ -59,6 +59,16 @@ class Verbalizer:
 
     words: tuple
 
+    def __post_init__(self):
+        # A str is a sequence too: `Verbalizer(" great")` would be six
+        # one-character classes.
+        if isinstance(self.words, str):
+            raise PromptError(
+                "`words` must be a tuple with one word per class, e.g. "
+                f"`({self.words!r}, ...)`, not a single str. "
+                f"Received: words={self.words!r}"
+            )
+
     def token_ids(self, tokenizer=None):
         """The token id of each word.
 
