@@ -464,8 +464,11 @@ def _read_checked(
 
 
 def _check_task(path, saved_task, task):
-    # A delta saved without a task cannot be said to be for another one.
-    if task is None or saved_task is None or saved_task == task:
+    # A delta saved without a task cannot be said to be for another one;
+    # task names ignore case, as `data.get_task` does.
+    if task is None or saved_task is None or (
+        saved_task.casefold() == task.casefold()
+    ):
         return
     raise DeltaError(
         f"Delta '{path}' was made for task '{saved_task}', not '{task}'. "

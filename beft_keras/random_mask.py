@@ -4,6 +4,7 @@ of bias elements as large as b_v."""
 import keras
 import numpy as np
 
+from beft_keras import arguments
 from beft_keras import terms as terms_lib
 
 
@@ -38,8 +39,7 @@ class RandomBiasMask(keras.callbacks.Callback):
 
     def __init__(self, num_params, seed=0):
         super().__init__()
-        if int(num_params) < 1:
-            raise ValueError(f"`num_params` must be >= 1, got {num_params}")
+        arguments.check_positive_int("num_params", num_params)
         self.num_params = int(num_params)
         self.seed = seed
         self.held = None

@@ -86,6 +86,12 @@ class BeftResults:
     def selected_by(self, method):
         """The candidate term `method` selects: the highest-scoring one
         that is not inert."""
+        if method not in self.layer_scores:
+            raise ValueError(
+                f"No '{method}' scores in these results: they hold "
+                f"{list(self.methods)} (the Fisher score needs the probe's "
+                f"`data`). Received: method={method!r}"
+            )
         return scores_lib.select(
             self.averages[method], self.candidates, self.inert
         )

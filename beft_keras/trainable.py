@@ -5,6 +5,8 @@ import math
 import warnings
 from collections.abc import Iterable
 
+import numpy as np
+
 from beft_keras import arguments
 from beft_keras import compat
 from beft_keras import distribution
@@ -115,7 +117,7 @@ class BiasOnlyTrainable:
     )
     bias_only = beft_keras.BiasOnlyTrainable("value")
     summary = bias_only.apply(classifier)
-    print(summary)  # 18,432 value-bias params (0.0168%) plus the head.
+    print(summary)  # 9,216 value-bias params (0.0084%) plus the head's 1,538.
     classifier.compile(optimizer=keras.optimizers.AdamW(1e-3))
     classifier.fit(x=features, y=labels, batch_size=16)
     bias_only.restore()  # every variable trainable again
@@ -126,6 +128,8 @@ class BiasOnlyTrainable:
         self, terms="value", layers=None, head=True, inert_terms=(),
         verbose=False,
     ):
+        if not isinstance(head, (bool, np.bool_)):
+            raise TypeError(f"`head` must be a bool. Received: head={head!r}")
         self.terms, self._every_term = _validate_terms(terms, head)
         self.layers = _validate_layers(layers)
         self.head = bool(head)
@@ -249,13 +253,23 @@ def _validate_terms(terms, head):
     terms = term_tuple("terms", terms)
     if terms == (ALL,):
         return terms_lib.TERMS, True
+    if ALL in terms:
+        raise ValueError(
+            f"'{ALL}' is every bias already: give it alone, or list terms. "
+            f"Received: terms={list(terms)}"
+        )
     invalid = [t for t in terms if t not in terms_lib.TERMS]
-    # No term at all trains the head alone.
-    if invalid or not (terms or head):
+    if invalid:
         raise ValueError(
             f"Unknown bias terms {invalid}. Valid terms are "
             f"{list(terms_lib.TERMS)}, or '{ALL}' for every bias. "
             f"Received: terms={list(terms)}"
+        )
+    # No term at all trains the head alone.
+    if not (terms or head):
+        raise ValueError(
+            "No terms and `head=False`: nothing would train. Name a bias "
+            "term, or keep the head. Received: terms=[], head=False"
         )
     return terms, False
 

@@ -580,6 +580,10 @@ def test_task_mismatch_changes_nothing(bert_preset, trained):
 
     assert load_delta(model, trained.path, task="sst2").task == "sst2"
     _assert_bitwise_equal(snapshot(model), trained.weights)
+    # Task names ignore case, as `beft_keras.data.get_task` does.
+    model = tiny_classifier(bert_preset)
+    assert load_delta(model, trained.path, task="SST2").task == "sst2"
+    _assert_bitwise_equal(snapshot(model), trained.weights)
     model = tiny_classifier(bert_preset)
     load_delta(model, trained.path, task="cola", allow_task_mismatch=True)
     _assert_bitwise_equal(snapshot(model), trained.weights)

@@ -439,6 +439,15 @@ def test_an_inert_term_is_not_selected_however_it_scores():
     )
 
 
+def test_a_method_not_measured_is_named():
+    results = _results({"query": 0.4, "value": 0.5})
+    with pytest.raises(ValueError, match=(
+        r"No 'fisher' scores in these results: they hold \['beft'\] "
+        r"\(the Fisher score needs the probe's `data`\)"
+    )):
+        results.selected_by("fisher")
+
+
 def test_ties_with_the_selected_term():
     results = _results({"query": 1.0, "key": 1.0, "value": 1.0})
     assert results.selected == "query"

@@ -1,7 +1,10 @@
 """`RandomBiasMask`: the paper's random-uniform baseline."""
 
+import re
+
 import keras
 import numpy as np
+import pytest
 
 import beft_keras
 from tests.conftest import bert_inputs
@@ -26,3 +29,12 @@ def test_random_bias_mask_trains_only_its_elements(bert_preset):
         assert not np.any(moved & ~masked), variable.path
         changed += int(moved.sum())
     assert 0 < changed <= 5
+
+
+@pytest.mark.parametrize("num_params", [0, 2.7, "5", True])
+def test_random_bias_mask_needs_a_positive_int(num_params):
+    with pytest.raises(ValueError, match=(
+        rf"`num_params` must be a positive int\. "
+        rf"Received: num_params={re.escape(repr(num_params))}"
+    )):
+        beft_keras.RandomBiasMask(num_params)

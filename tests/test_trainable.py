@@ -290,6 +290,24 @@ def test_inert_terms_take_one_term_as_a_str(bert_preset):
         beft_keras.BiasOnlyTrainable("value", inert_terms=3)
 
 
+def test_terms_and_head_that_cannot_mean_anything():
+    with pytest.raises(ValueError, match=(
+        r"^'all' is every bias already: give it alone, or list terms\. "
+        r"Received: terms=\['all', 'value'\]$"
+    )):
+        beft_keras.BiasOnlyTrainable(["all", "value"])
+    with pytest.raises(ValueError, match=(
+        r"^No terms and `head=False`: nothing would train\."
+    )):
+        beft_keras.BiasOnlyTrainable([], head=False)
+    with pytest.raises(TypeError, match=r"^`head` must be a bool\. "
+                       r"Received: head='no'$"):
+        beft_keras.BiasOnlyTrainable("value", head="no")
+    assert beft_keras.BiasOnlyTrainable("value", head=np.bool_(False)).head is (
+        False
+    )
+
+
 def test_layers_take_one_index_and_numpy_integers():
     assert beft_keras.BiasOnlyTrainable("value", layers=0).layers == (0,)
     layers = beft_keras.BiasOnlyTrainable(
