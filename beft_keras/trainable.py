@@ -5,6 +5,7 @@ import math
 import warnings
 from collections.abc import Iterable
 
+import keras
 import numpy as np
 
 from beft_keras import arguments
@@ -79,8 +80,10 @@ class BiasOnlyTrainable:
     (see `beft_keras.bias_terms` for the terms) and, by default, the task
     head. Weights the model's outputs do not depend on
     (`beft_keras.unread_weights`, such as the unused `[CLS]` pooler
-    under a `PooledClassifier`) stay frozen. `restore()` puts every flag
-    back as it was.
+    under a `PooledClassifier`) stay frozen, and so does a batch
+    normalization layer none of whose variables train, in inference mode as
+    Keras freezes one (its moving statistics kept). `restore()` puts every
+    flag back as it was.
 
     It can be applied before or after `compile()`, and after a model has
     already trained: Keras fixes the trainable variables when it builds the
@@ -194,6 +197,7 @@ class BiasOnlyTrainable:
         # every variable, which is then overwritten below.
         if not model.trainable:
             model.trainable = True
+        normalizations = _set_batch_normalization_modes(model, trainable_ids)
         for variable in model.weights:
             variable.trainable = id(variable) in trainable_ids
         if self._model is None:
@@ -209,6 +213,16 @@ class BiasOnlyTrainable:
                 "shifts every logit of a query equally): training only "
                 "these biases leaves the model's outputs unchanged; only the "
                 "head will learn.",
+                stacklevel=2,
+            )
+        if normalizations:
+            warnings.warn(
+                f"Batch normalization layer(s) {normalizations} of model "
+                f"'{model.name}' train a bias (beta) or scale, so they run "
+                "in training mode and update their moving mean and variance "
+                "too, which a bias delta does not hold. Leave their "
+                "variables out (terms other than 'other') to keep them "
+                "frozen, in inference mode.",
                 stacklevel=2,
             )
         summary = _summarize(model, self.terms, self.layers, chosen, head)
@@ -302,6 +316,23 @@ def _validate_layers(layers):
             f"or a non-empty list of them. Received: layers={layers!r}"
         )
     return tuple(sorted({int(i) for i in indices}))
+
+
+def _set_batch_normalization_modes(model, trainable_ids):
+    """Freeze each batch normalization layer none of whose variables train:
+    Keras then runs it in inference mode, so its moving statistics stay as
+    they are, as every other frozen weight does. Returns the names of those
+    that train a variable, whose statistics will move."""
+    training = []
+    for layer in terms_lib.walk_layers(model):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            trains = any(id(v) in trainable_ids for v in layer.weights)
+            # The setter cascades to the layer's variables; `apply` sets
+            # every variable's own flag after this.
+            layer.trainable = trains
+            if trains:
+                training.append(layer.name)
+    return training
 
 
 def _flags(model):

@@ -333,3 +333,59 @@ def test_invalid_for_the_model(bert_preset):
     bias_only.apply(model)
     with pytest.raises(ValueError, match="call `restore"):
         bias_only.apply(plain)
+
+
+def _batch_normalized_model():
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(name="net", layers=[
+        keras.Input((6, 3)),
+        keras.layers.Conv1D(4, 3, name="conv"),
+        keras.layers.BatchNormalization(name="bn"),
+        keras.layers.GlobalAveragePooling1D(),
+        keras.layers.Dense(2, name="head"),
+    ])
+    model.compile(
+        optimizer=keras.optimizers.SGD(0.1),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    return model
+
+
+def test_frozen_batch_normalization_keeps_its_statistics():
+    model = _batch_normalized_model()
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(8, 6, 3)).astype("float32")
+    y = rng.integers(0, 2, 8)
+    bias_only = beft_keras.BiasOnlyTrainable([])  # the head alone
+    bias_only.apply(model)
+    before = snapshot(model)
+    model.fit(x, y, batch_size=4, epochs=2, verbose=0)
+    after = snapshot(model)
+    changed = sorted(p for p in before if not np.array_equal(before[p], after[p]))
+    # In inference mode: the moving mean and variance stay bitwise.
+    assert changed == ["net/head/bias", "net/head/kernel"]
+    bias_only.restore()
+    assert model.get_layer("bn").trainable
+
+
+def test_batch_normalization_that_trains_a_bias_is_warned_of():
+    model = _batch_normalized_model()
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(8, 6, 3)).astype("float32")
+    y = rng.integers(0, 2, 8)
+    with pytest.warns(UserWarning, match=(
+        r"Batch normalization layer\(s\) \['bn'\] of model '.*' train a "
+        r"bias \(beta\) or scale, so they run in training mode"
+    )):
+        summary = beft_keras.BiasOnlyTrainable("other").apply(model)
+    assert sorted(summary.paths) == [
+        "net/bn/beta", "net/conv/bias", "net/head/bias", "net/head/kernel"
+    ]
+    before = snapshot(model)
+    model.fit(x, y, batch_size=4, epochs=1, verbose=0)
+    after = snapshot(model)
+    changed = sorted(p for p in before if not np.array_equal(before[p], after[p]))
+    assert changed == [
+        "net/bn/beta", "net/bn/moving_mean", "net/bn/moving_variance",
+        "net/conv/bias", "net/head/bias", "net/head/kernel",
+    ]
