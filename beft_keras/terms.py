@@ -68,6 +68,10 @@ _ATTENTION_NAMINGS = (
 # (OPT, GPT-2), the decoder blocks of the newer keras-hub models, and
 # Gemma's decoder block (`attention`, `gating_ffw`, ...).
 _BLOCK_ATTENTIONS = ("_self_attention_layer", "attention")
+# An encoder-decoder block's attention over the encoder (BART, T5 in
+# keras-hub's `TransformerDecoder`): not the block's own attention, so its
+# biases are "other" rather than a second layer's query, key and value.
+_BLOCK_CROSS_ATTENTIONS = ("_cross_attention_layer",)
 _BLOCK_ROLES = {
     "_self_attention_layer_norm": ATTENTION_NORM,
     "_self_attention_layernorm": ATTENTION_NORM,
@@ -129,7 +133,8 @@ def bias_terms(model):
       the other models built on `TransformerEncoder`/`TransformerDecoder`) are
       read by their sub-layers: query, key, value and output projections of
       the self-attention, the two feed-forward denses and the two layer
-      norms.
+      norms. An encoder-decoder block's cross-attention (BART) is
+      `"other"`.
     - Any other `keras.layers.MultiHeadAttention` (or a layer with the same
       `_query_dense`/`_key_dense`/`_value_dense`/`_output_dense` sub-layers,
       or Gemma's `query_dense`/`key_dense`/`value_dense`/`output_dense`)
@@ -291,6 +296,7 @@ def layer_roles(layers):
     """Maps `id(layer)` to `(term, layer_index)` for every layer whose biases
     belong to a transformer term."""
     roles = {}
+    cross_attentions = set()
     next_index = 0
     for layer in layers:
         attention = _block_attention(layer)
@@ -300,9 +306,14 @@ def layer_roles(layers):
                 sublayer = getattr(layer, attribute, None)
                 if isinstance(sublayer, keras.layers.Layer):
                     roles[id(sublayer)] = (term, next_index)
+            cross_attentions.update(
+                id(getattr(layer, attribute))
+                for attribute in _BLOCK_CROSS_ATTENTIONS
+                if getattr(layer, attribute, None) is not None
+            )
             next_index += 1
         naming = _attention_naming(layer)
-        if naming is not None:
+        if naming is not None and id(layer) not in cross_attentions:
             if id(layer) in roles:
                 layer_index = roles[id(layer)][1]
             else:

@@ -225,3 +225,23 @@ def test_unbuilt_model_and_non_model_are_errors():
         beft_keras.bias_terms(keras.Sequential([keras.layers.Dense(2)]))
     with pytest.raises(TypeError, match="must be a Keras model"):
         beft_keras.bias_terms("bert_base_en_uncased")
+
+
+def test_cross_attention_is_no_layer_of_its_own():
+    backbone = keras_hub.models.BartBackbone(
+        vocabulary_size=50, num_layers=1, num_heads=2, hidden_dim=8,
+        intermediate_dim=16, max_sequence_length=16,
+    )
+    biases = beft_keras.bias_terms(backbone)
+    cross = [b for b in biases if "cross_attention" in b.path]
+    assert cross and {(b.term, b.layer_index) for b in cross} == {
+        ("other", None)
+    }
+    # The encoder's layer is 0, the decoder's 1: each read by its own
+    # self-attention, with every term once.
+    values = [b for b in biases if b.term == "value"]
+    assert [b.layer_index for b in values] == [0, 1]
+    assert all("self_attention" in b.path for b in values)
+    for index in (0, 1):
+        terms = [b.term for b in biases if b.layer_index == index]
+        assert sorted(terms) == sorted(set(terms))
