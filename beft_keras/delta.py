@@ -179,7 +179,11 @@ def load_delta(
         path: str or path-like. The delta file.
         allow_base_mismatch: bool. Whether to load onto a model whose base
             weights differ from the delta's base, e.g. an updated preset.
-            Shapes and dtypes are still checked. Defaults to `False`.
+            Shapes and dtypes are still checked, and a model with fewer
+            variables of a role than the delta holds is refused; a deeper
+            model is not (the delta does not record its model's depth,
+            as a delta of some layers only holds fewer), so its first
+            layers get the delta's values. Defaults to `False`.
         task: str or None. The task the model is loaded for, e.g.
             `"sst2"`. A delta saved for another task is refused. Defaults
             to `None`, which accepts any task; so does a delta saved
