@@ -764,6 +764,14 @@ def test_length_defaults_to_the_preprocessors(preprocessor):
         features["padding_mask"].sum(1), [16, 12, 5, 16]
     )
 
+    # A model of 32 positions, as the preprocessor's.
+    history = _small_model(positions=32).fit(dataset, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
+
+
+def _small_model(positions=None):
+    """A small functional model on the same inputs as a BERT classifier,
+    with a position embedding of `positions` if given."""
     inputs = {
         "token_ids": keras.Input((None,), dtype="int32", name="token_ids"),
         "segment_ids": keras.Input((None,), dtype="int32", name="segment_ids"),
@@ -772,17 +780,19 @@ def test_length_defaults_to_the_preprocessors(preprocessor):
     embedded = keras.layers.Embedding(len(SPECIAL_TOKENS + WORDS), 4)(
         inputs["token_ids"]
     )
-    positions = keras_hub.layers.PositionEmbedding(32)(embedded)
+    if positions is not None:
+        embedded = embedded + keras_hub.layers.PositionEmbedding(positions)(
+            embedded
+        )
     pooled = keras.layers.GlobalAveragePooling1D()(
-        embedded + positions, mask=inputs["padding_mask"]
+        embedded, mask=inputs["padding_mask"]
     )
     model = keras.Model(inputs, keras.layers.Dense(2)(pooled))
     model.compile(
         optimizer="adam",
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
     )
-    history = model.fit(dataset, epochs=1, verbose=0)
-    assert np.isfinite(history.history["loss"][0])
+    return model
 
 
 def test_fit_on_buckets(preprocessor):
@@ -806,25 +816,7 @@ def test_fit_on_buckets(preprocessor):
         [8, 16],
         [16, 8],
     )
-    # A small functional model on the same inputs as a BERT classifier.
-    inputs = {
-        "token_ids": keras.Input((None,), dtype="int32", name="token_ids"),
-        "segment_ids": keras.Input((None,), dtype="int32", name="segment_ids"),
-        "padding_mask": keras.Input((None,), dtype="bool", name="padding_mask"),
-    }
-    embedded = keras.layers.Embedding(len(SPECIAL_TOKENS + WORDS), 4)(
-        inputs["token_ids"]
-    )
-    pooled = keras.layers.GlobalAveragePooling1D()(
-        embedded, mask=inputs["padding_mask"]
-    )
-    outputs = keras.layers.Dense(2)(pooled)
-    model = keras.Model(inputs, outputs)
-    model.compile(
-        optimizer="adam",
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-    )
-    history = model.fit(dataset, epochs=2, verbose=0)
+    history = _small_model().fit(dataset, epochs=2, verbose=0)
     assert len(history.history["loss"]) == 2
     assert np.all(np.isfinite(history.history["loss"]))
 
