@@ -65,15 +65,18 @@ def save_delta(model, path, base=None, task=None):
     `beft_keras.head_variables`): after `BiasOnlyTrainable("value")`, the
     value biases and the classifier. Every other weight is the frozen base;
     the delta records a SHA-256 fingerprint of it, so that `load_delta`
-    refuses a model with a different base.
+    refuses a model with a different base. A delta without the head leaves
+    the head out of the fingerprint too: biases alone load onto any model
+    of the same backbone, under another head or none (a prompted
+    classifier's onto its causal LM, a 2-class classifier's onto a 3-class
+    one).
 
     The file is a safetensors file (no pickle) whose metadata also records
-    the base name, the task, the bias terms, the model's class and the
-    output shape of its task head (when the delta holds the head: biases
-    alone load onto any model of the same backbone, such as a prompted
-    classifier's onto its causal LM), and the Keras,
-    beft-keras and backend versions that wrote it. It is written to a temporary file beside `path`
-    and renamed, so that a failure leaves any previous file intact.
+    the base name, the task, the bias terms, and, when the delta holds the
+    head, the model's class and the output shape of its head, and the
+    Keras, beft-keras and backend versions that wrote it. It is written to
+    a temporary file beside `path` and renamed, so that a failure leaves
+    any previous file intact.
 
     Args:
         model: a built `keras.Model` whose biases were fine-tuned.
@@ -131,7 +134,9 @@ def save_delta(model, path, base=None, task=None):
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "base": base,
-        "base_fingerprint": _fingerprint(weights, exclude=roles),
+        "base_fingerprint": _fingerprint(
+            weights, exclude=_unfingerprinted(model, roles)
+        ),
         "task": task,
         "head_shape": _head_shape(model) if HEAD in roles.values() else None,
         "model_class": _model_class(model) if HEAD in roles.values() else None,
@@ -416,6 +421,16 @@ def _fingerprint(weights, exclude, base_values=None, version=FORMAT_VERSION):
     return digest.hexdigest()[: delta_file.fingerprint_bits(version) // 4]
 
 
+def _unfingerprinted(model, delta_paths):
+    """The paths the base fingerprint leaves out: the delta's own, and the
+    model's head when the delta does not hold it (its biases then load
+    onto the backbone under any head, or none)."""
+    roles = _roles(model)
+    if any(roles.get(path) == HEAD for path in delta_paths):
+        return set(delta_paths)
+    return set(delta_paths) | {p for p, r in roles.items() if r == HEAD}
+
+
 def _model_class(model):
     """The registered name of `model`'s class, e.g.
     `"keras_hub>BertTextClassifier"` (`"Functional"` for a functional
@@ -550,9 +565,11 @@ def _check_roles(model, path, description, values):
 
 def _check_base(model, path, description, values, weights, base_values):
     expected = description["base_fingerprint"]
+    version = description["format_version"]
     found = _fingerprint(
-        weights, exclude=values, base_values=base_values,
-        version=description["format_version"],
+        weights,
+        exclude=_unfingerprinted(model, values) if version >= 5 else values,
+        base_values=base_values, version=version,
     )
     if found != expected:
         base = description["base"]

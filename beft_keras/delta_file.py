@@ -28,8 +28,10 @@ FORMAT = "beft-keras-delta"
 # in the model's order and in 128 bits (`fingerprint_bits`), and, with a
 # head, records the model's class, which tells apart two heads of one
 # output shape (a keras-hub classifier on the `[CLS]` pooler and a
-# mean-pooling one).
-FORMAT_VERSION = 4
+# mean-pooling one). Version 5 leaves the model's head out of the base
+# fingerprint of a delta that does not hold it, so that biases alone load
+# onto any model of their backbone, whatever head (or none) it carries.
+FORMAT_VERSION = 5
 # The role recorded for task-head variables, beside the bias terms.
 HEAD = "head"
 # The safetensors metadata entry that holds the delta's JSON description.
@@ -289,6 +291,7 @@ _FIELDS = {
         "model_class": (_is_optional_text, "a non-empty string or null"),
     },
 }
+_FIELDS[5] = _FIELDS[4]
 
 
 def _short(value):

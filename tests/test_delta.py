@@ -225,7 +225,7 @@ def test_round_trip_after_fit(bert_preset, trained):
     assert info.task == "sst2"
     assert info.head_shape == (None, NUM_CLASSES)
     description = _description(trained.path)
-    assert description["format_version"] == 4
+    assert description["format_version"] == 5
     assert description["model_class"] == "keras_hub>BertTextClassifier"
     assert info.model_class == "keras_hub>BertTextClassifier"
     assert description["base"] == bert_preset
@@ -464,6 +464,52 @@ def test_nothing_to_save(bert_preset, tmp_path):
         save_delta(model, tmp_path / "task.safetensors")
 
 
+def test_biases_alone_load_onto_any_head_of_their_backbone(
+    bert_preset, tmp_path
+):
+    # Trained b_v without the head: the base is the backbone alone.
+    model = tiny_classifier(bert_preset)
+    beft_keras.BiasOnlyTrainable("value", head=False).apply(model)
+    model.compile(
+        optimizer=keras.optimizers.Adam(1e-2),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    features, labels = bert_inputs()
+    model.fit(features, labels, batch_size=8, epochs=1, verbose=0)
+    info = save_delta(model, tmp_path / "value.safetensors")
+    assert info.head_shape is None and info.model_class is None
+    tuned = {p: v for p, v in snapshot(model.backbone).items()}
+    for other in (
+        tiny_classifier(bert_preset, num_classes=3),  # another head
+        keras_hub.models.BertBackbone.from_preset(bert_preset),  # none
+    ):
+        load_delta(other, info.path)
+        backbone = getattr(other, "backbone", other)
+        _assert_bitwise_equal(snapshot(backbone), tuned)
+    # Format 4 fingerprinted the head too: such a delta loads onto the
+    # model it was saved from, not under another head.
+    weights = {v.path: v for v in model.weights}
+    fingerprint = beft_keras.delta._fingerprint(
+        weights, exclude=set(info.paths), version=4
+    )
+    version_4 = _rewrite(info.path, tmp_path / "v4.safetensors", _set(
+        "format_version", 4
+    ))
+    version_4 = _rewrite(version_4, version_4, _set(
+        "base_fingerprint", fingerprint
+    ))
+    load_delta(model, version_4)
+    with pytest.raises(DeltaError, match="was made for another base"):
+        load_delta(tiny_classifier(bert_preset, num_classes=3), version_4)
+    # Another backbone is still refused.
+    changed = keras_hub.models.BertBackbone.from_preset(bert_preset)
+    changed.get_layer("embeddings_layer_norm").gamma.assign(
+        np.full((HIDDEN_DIM,), 2.0)
+    )
+    with pytest.raises(DeltaError, match="was made for another base"):
+        load_delta(changed, info.path)
+
+
 def test_trained_weights_beyond_biases_are_not_dropped(bert_preset, tmp_path):
     # A full fine-tune's kernels have no place in a delta: refused, not lost.
     model = tiny_classifier(bert_preset)
@@ -646,11 +692,11 @@ def test_task_argument_must_be_a_name(bert_preset, trained, tmp_path, task):
         (
             _set("format_version", "2"),
             r"format version '2' is not one this beft-keras reads "
-            r"\(1, 2, 3, 4\)\.",
+            r"\(1, 2, 3, 4, 5\)\.",
         ),
         (_set("format_version", True), "format version True is not one"),
         (_set("format_version", 0), "format version 0 is not one"),
-        (_set("format_version", 5), "version 5 .*; upgrade beft-keras"),
+        (_set("format_version", 6), "version 6 .*; upgrade beft-keras"),
         (_without("task"), "its metadata lacks the field 'task'"),
         (_without("head_shape"), "lacks the field 'head_shape'"),
         (_without("base_fingerprint"), "lacks the field 'base_fingerprint'"),
