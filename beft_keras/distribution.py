@@ -125,6 +125,7 @@ def data_parallel(devices=None):
     ```
     """
     check_supported(DATA)
+    _check_devices(devices)
     import keras
 
     if keras.backend.backend() == "jax":
@@ -147,6 +148,20 @@ def data_parallel(devices=None):
     # and the second one's first step fails ("Shape mismatch in the
     # collective instance 100"; tensorflow/tensorflow#62790).
     return _mirrored_strategy(devices)
+
+
+def _check_devices(devices):
+    # A str is a sequence too: "cpu:0" would be five devices named by its
+    # characters; an empty list is no devices, not "every device".
+    if devices is not None and (
+        isinstance(devices, (str, bytes))
+        or not isinstance(devices, (list, tuple))
+        or not devices
+    ):
+        raise ValueError(
+            "`devices` must be None (every device) or a non-empty list of "
+            f"devices. Received: devices={devices!r}"
+        )
 
 
 @functools.cache
@@ -222,6 +237,7 @@ def model_parallel(backbone_or_preset, model_devices=None, devices=None):
             "`data_parallel()`, or a `keras.distribution.ModelParallel` "
             "with your own `LayoutMap`."
         )
+    _check_devices(devices)
     devices = list(
         keras.distribution.list_devices() if devices is None else devices
     )

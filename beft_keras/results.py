@@ -66,7 +66,9 @@ class BeftResults:
 
     @property
     def averages(self):
-        """Maps each method to `{term: score averaged over layers}`."""
+        """Maps each method to `{term: score averaged over layers}`: over
+        the layers that hold the term's bias (the formula's `L`), a layer
+        without it (NaN in `layer_scores`) left out."""
         return {
             method: dict(zip(self.terms, _layer_mean(table).tolist()))
             for method, table in self.layer_scores.items()

@@ -34,6 +34,9 @@ def beft_score(pre, post):
 
     Returns:
         A float.
+
+    Raises:
+        ValueError: if the shapes differ or a value is NaN or infinite.
     """
     pre, post = _as_vectors(pre, post)
     denominator = max(pre @ pre, post @ post)
@@ -149,4 +152,11 @@ def _as_vectors(pre, post):
             "`pre` and `post` must have the same number of elements. "
             f"Received: {pre.size} and {post.size}"
         )
+    # A NaN would otherwise slip past `max` in `beft_score` as "unchanged".
+    for name, value in (("pre", pre), ("post", post)):
+        if not np.all(np.isfinite(value)):
+            raise ValueError(
+                f"`{name}` holds NaN or infinite values, so its score is "
+                f"undefined. Received: {name}={value.tolist()!r}"
+            )
     return pre, post

@@ -12,6 +12,7 @@ error instead.
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -412,3 +413,14 @@ def test_single_device_paths_are_unchanged(bert_preset):
     assert len(grads) == len(classifier.trainable_variables)
     assert all(np.all(np.isfinite(g)) for g in grads)
     assert any(np.any(g != 0) for g in grads)
+
+
+@needs_engine
+@pytest.mark.parametrize("devices", ["cpu:0", [], (), 3])
+def test_data_parallel_refuses_devices_that_are_not_a_list(devices):
+    # A str would be read as one device per character.
+    with pytest.raises(ValueError, match=(
+        r"^`devices` must be None \(every device\) or a non-empty list of "
+        rf"devices\. Received: devices={re.escape(repr(devices))}$"
+    )):
+        distribution.data_parallel(devices=devices)

@@ -114,3 +114,12 @@ def test_check_finite():
         scores.check_finite(np.array([1.0, np.nan]), "layer/value/bias")
     with pytest.raises(ValueError, match="holds inf"):
         scores.check_finite(np.array([np.inf]), "b")
+
+
+@pytest.mark.parametrize("score", [scores.beft_score, scores.magnitude_score])
+def test_non_finite_biases_have_no_score(score):
+    # max(0.0, nan) is 0.0: a NaN must not read as an unchanged zero bias.
+    with pytest.raises(ValueError, match=r"`post` holds NaN or infinite"):
+        score(np.zeros(3), [np.nan, 0.0, 0.0])
+    with pytest.raises(ValueError, match=r"`pre` holds NaN or infinite"):
+        score([np.inf, 1.0], [1.0, 1.0])
