@@ -458,13 +458,27 @@ def _table(summary):
     if "selected" in summary:
         lines.append(f"  selected term(s): {', '.join(summary['selected'])}")
     if "metrics" in summary:
-        lines.append(
-            f"  trained: {', '.join(summary['terms'])}: "
-            f"{summary['trainable_params']:,} params "
-            f"({summary['trainable_percent']:.4f}%)"
+        runs = (
+            [summary] if summary["terms"] is not None
+            else summary["runs"]
         )
+        for run in runs:
+            seed = "" if run is summary else f" (seed {run['seed']})"
+            lines.append(
+                f"  trained{seed}: {', '.join(run['terms'])}: "
+                f"{run['trainable_params']:,} params "
+                f"({run['trainable_percent']:.4f}%)"
+            )
+        if summary["terms"] is None:
+            lines.append(
+                "  the seeds trained different terms: the mean below mixes "
+                "them"
+            )
         for name, value in summary["metrics"].items():
-            spread = "" if value["std"] is None else f" ± {value['std']:.4f}"
+            spread = (
+                "" if value["std"] is None
+                else f" ± {value['std']:.4f} (sample std)"
+            )
             lines.append(f"  {name}: {value['mean']:.4f}{spread}")
         lines.append(f"  wall time: {summary['wall_time_s']:.1f} s")
     return "\n".join(lines)

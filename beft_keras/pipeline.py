@@ -468,7 +468,11 @@ def predict(
 
 def summarize(command, results):
     """One summary of a command's runs over seeds: per-seed metrics, their
-    mean, and their standard deviation when there are two seeds or more."""
+    mean, and their sample standard deviation when there are two seeds or
+    more. What trained (`terms`, `trainable_params`, `trainable_percent`)
+    is given once when every seed trained the same, else `None`: `beft run`
+    trains what each seed's probe selected, which can differ by seed (each
+    run in `runs` has its own)."""
     first = results[0]
     summary = {
         "command": command,
@@ -480,9 +484,9 @@ def summarize(command, results):
     if "selected" in first:
         summary["selected"] = [r["selected"] for r in results]
     if "metrics" in first:
-        summary["terms"] = first["terms"]
-        summary["trainable_params"] = first["trainable_params"]
-        summary["trainable_percent"] = first["trainable_percent"]
+        for key in ("terms", "trainable_params", "trainable_percent"):
+            same = all(r[key] == first[key] for r in results)
+            summary[key] = first[key] if same else None
         summary["metrics"] = {}
         for name in first["metrics"]:
             values = [r["metrics"][name] for r in results]
@@ -490,7 +494,9 @@ def summarize(command, results):
                 "per_seed": values,
                 "mean": float(np.mean(values)),
                 # A spread needs two values; one seed has none, not zero.
-                "std": float(np.std(values)) if len(values) > 1 else None,
+                "std": (
+                    float(np.std(values, ddof=1)) if len(values) > 1 else None
+                ),
             }
         summary["wall_time_s"] = sum(r["wall_time_s"] for r in results)
     summary["runs"] = results

@@ -9,6 +9,7 @@ import pytest
 
 from beft_keras import cli
 from beft_keras import metrics
+from beft_keras import pipeline
 from tests.conftest import WORDS
 from tests.conftest import write_squad_task
 from tests.conftest import write_sst2_task
@@ -27,7 +28,9 @@ def test_beft_run_end_to_end(classifier_preset, tmp_path, capsys):
     assert results["seeds"] == [0, 1]
     accuracy = results["metrics"]["accuracy"]
     assert accuracy["mean"] == pytest.approx(np.mean(accuracy["per_seed"]))
-    assert accuracy["std"] == pytest.approx(np.std(accuracy["per_seed"]))
+    assert accuracy["std"] == pytest.approx(
+        np.std(accuracy["per_seed"], ddof=1)
+    )
     assert results["runs"][0]["train_examples"] == 48
     assert results["runs"][0]["subset_draw"] == "seeded"
     assert results["runs"][0]["batching"] == "bucketed"
@@ -363,4 +366,42 @@ def test_beft_run_and_predict_a_generation_task(causal_lm_preset, tmp_path):
     ]
     assert metrics.exact_match(references, answers) == pytest.approx(
         results["metrics"]["exact_match"]["mean"]
+    )
+
+
+def _seed_result(seed, terms, params, accuracy):
+    return {
+        "task": "wic", "model": "m", "seed": seed, "terms": terms,
+        "trainable_params": params, "trainable_percent": params / 1000,
+        "metrics": {"accuracy": accuracy}, "wall_time_s": 1.0,
+    }
+
+
+def test_summary_of_seeds_that_trained_different_terms():
+    # `beft run` trains each seed's own selection.
+    summary = pipeline.summarize("run", [
+        _seed_result(0, ["value"], 66, 0.5),
+        _seed_result(1, ["query"], 66, 0.75),
+        _seed_result(2, ["query"], 66, 0.25),
+    ])
+    assert summary["terms"] is None
+    assert summary["trainable_params"] == 66
+    accuracy = summary["metrics"]["accuracy"]
+    assert accuracy["mean"] == pytest.approx(0.5)
+    assert accuracy["std"] == pytest.approx(0.25)  # sample std, n - 1
+    assert cli._table(summary).splitlines()[1:] == [
+        "  trained (seed 0): value: 66 params (0.0660%)",
+        "  trained (seed 1): query: 66 params (0.0660%)",
+        "  trained (seed 2): query: 66 params (0.0660%)",
+        "  the seeds trained different terms: the mean below mixes them",
+        "  accuracy: 0.5000 ± 0.2500 (sample std)",
+        "  wall time: 3.0 s",
+    ]
+    same = pipeline.summarize("tune", [
+        _seed_result(0, ["value"], 66, 0.5),
+        _seed_result(1, ["value"], 66, 0.75),
+    ])
+    assert same["terms"] == ["value"]
+    assert cli._table(same).splitlines()[1] == (
+        "  trained: value: 66 params (0.0660%)"
     )
