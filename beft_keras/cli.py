@@ -10,6 +10,7 @@ import math
 import os
 import shutil
 import sys
+import warnings
 
 # The backends Keras 3 can run BEFT on; checked before Keras is imported,
 # which would otherwise fail with a traceback.
@@ -254,10 +255,12 @@ def main(argv=None):
 
     created = None
     try:
-        created = _check(args)
-        if args.command == "predict":
-            return _predict(args)
-        _run(args)
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning
+            created = _check(args)
+            if args.command == "predict":
+                return _predict(args)
+            _run(args)
     except (ValueError, OSError, TrainingError) as error:
         outputs.remove_empty(created)
         message = str(error).splitlines()[0] if str(error) else repr(error)
@@ -270,6 +273,20 @@ def main(argv=None):
         )
         return 130
     return 0
+
+
+def _show_warning(message, category, filename, lineno, file=None,
+                  line=None):
+    """The library's own warnings as one line, as its errors are; any
+    other library's as Python shows them."""
+    if os.path.abspath(filename).startswith(_PACKAGE + os.sep):
+        print(f"beft: warning: {message}", file=file or sys.stderr)
+    else:
+        _python_show_warning(message, category, filename, lineno, file, line)
+
+
+_PACKAGE = os.path.dirname(os.path.abspath(__file__))
+_python_show_warning = warnings.showwarning
 
 
 def _fail(message):

@@ -83,7 +83,7 @@ def _tiny_args(data_dir, classifier_preset):
     ]
 
 
-def test_beft_probe(classifier_preset, tmp_path):
+def test_beft_probe(classifier_preset, tmp_path, capsys):
     data_dir = write_sst2_task(tmp_path / "glue")
     output = tmp_path / "probe"
     code = cli.main(
@@ -91,6 +91,11 @@ def test_beft_probe(classifier_preset, tmp_path):
          "--output", str(output)]
     )
     assert code == 0
+    # The library's own warnings read as one line, as its errors do.
+    assert (
+        "beft: warning: The low regime of 'sst2' trains on 1000 examples, "
+        "but the training set holds 48: all of them train.\n"
+    ) in capsys.readouterr().err
     results = json.loads((output / "results.json").read_text())
     scores = json.loads((output / "seed_0" / "scores.json").read_text())
     assert results["selected"] == [scores["selected"]["beft"]]

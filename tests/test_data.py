@@ -1,5 +1,6 @@
 import csv
 import os
+import warnings
 import sys
 import types
 
@@ -879,3 +880,17 @@ def test_batch_arrays_checks_target_lengths():
         data.batch_arrays(features, labels[:3], 4)
     with pytest.raises(DataError, match=r"Received: len\(sample_weight\)=5$"):
         data.batch_arrays(features, labels, 4, sample_weight=np.ones(5))
+
+
+def test_a_regime_larger_than_the_set_trains_it_whole_with_a_warning():
+    examples = _examples(5)
+    with pytest.warns(UserWarning, match=(
+        r"^The medium regime of 'sst2' trains on 5000 examples, but the "
+        r"training set holds 5: all of them train\.$"
+    )):
+        subset = data.training_subset("sst2", examples, "medium", seed=0)
+    assert len(subset) == 5
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        data.training_subset("sst2", examples, "full", seed=0)
+    assert not [w for w in record if "regime" in str(w.message)]

@@ -223,6 +223,9 @@ def training_subset(task, examples, regime, seed, draw=SEEDED):
     Raises:
         DataError: if the regime or the draw is unknown.
 
+    A training set smaller than the regime's size trains whole, with a
+    warning.
+
     Example:
     ```python
     train = beft_keras.data.load_split("rte", "train", data_dir="glue_data")
@@ -236,7 +239,16 @@ def training_subset(task, examples, regime, seed, draw=SEEDED):
             f"Unknown regime: {regime!r}. Valid regimes are: "
             f"{', '.join(spec.regimes)}."
         )
-    return subsample(examples, spec.regimes[regime], seed, draw)
+    size = spec.regimes[regime]
+    if size is not None and len(examples) < size:
+        # Then the whole set trains, and the regime's name overstates it.
+        warnings.warn(
+            f"The {regime} regime of '{spec.name}' trains on {size} "
+            f"examples, but the training set holds {len(examples)}: all "
+            "of them train.",
+            stacklevel=2,
+        )
+    return subsample(examples, size, seed, draw)
 
 
 def check_data_dir(data_dir):
