@@ -894,3 +894,36 @@ def test_a_regime_larger_than_the_set_trains_it_whole_with_a_warning():
         warnings.simplefilter("always")
         data.training_subset("sst2", examples, "full", seed=0)
     assert not [w for w in record if "regime" in str(w.message)]
+
+
+@pytest.mark.parametrize("placeholder", ["-1", ""])
+def test_a_test_splits_placeholder_labels_are_no_labels(tmp_path, placeholder):
+    rows = ["premise\thypothesis\tlabel", f"a\tb\t{placeholder}",
+            f"c\td\t{placeholder}"]
+    path = _write(tmp_path, "mnli", "test", "\n".join(rows) + "\n")
+    examples, has_labels = data.read_tsv("mnli", path, labelled=False)
+    assert not has_labels
+    np.testing.assert_array_equal(examples.labels, [0, 0])
+    np.testing.assert_array_equal(examples.features["premise"], ["a", "c"])
+    # Where labels are needed, a placeholder is a bad label; so is one
+    # among real labels.
+    with pytest.raises(DataError, match="line 2"):
+        data.read_tsv("mnli", path)
+    mixed = _write(
+        tmp_path, "mnli", "mixed",
+        "premise\thypothesis\tlabel\na\tb\t1\nc\td\t-1\n",
+    )
+    with pytest.raises(DataError, match="line 3"):
+        data.read_tsv("mnli", mixed, labelled=False)
+
+
+def test_mnli_missing_dev_file_names_the_split(tmp_path):
+    _write(tmp_path, "mnli", "dev_matched", "premise\thypothesis\tlabel\n")
+    with pytest.raises(FileNotFoundError, match=(
+        r"dev\.tsv' does not exist\. The dev split of 'mnli' is TFDS's "
+        r"'validation_matched': save it as dev\.tsv\.$"
+    )):
+        data.load_split("mnli", "dev", data_dir=str(tmp_path))
+    with pytest.raises(FileNotFoundError, match=r"dev\.tsv' does not exist\.$"):
+        _write(tmp_path, "rte", "train", "sentence1\tsentence2\tlabel\n")
+        data.load_split("rte", "dev", data_dir=str(tmp_path))

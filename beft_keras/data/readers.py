@@ -276,7 +276,13 @@ def _tsv_path(spec, split, data_dir):
         )
     path = os.path.join(task_dir, f"{split}.tsv")
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"File '{path}' does not exist.")
+        # GLUE names MNLI's dev files dev_matched.tsv / dev_mismatched.tsv.
+        hint = (
+            f" The {DEV} split of '{spec.name}' is TFDS's "
+            f"'{spec.dev_split}': save it as {DEV}.tsv."
+            if split == DEV and spec.dev_split != "validation" else ""
+        )
+        raise FileNotFoundError(f"File '{path}' does not exist.{hint}")
     return path
 
 
@@ -287,8 +293,9 @@ def read_tsv(task, path, labelled=True):
         task: str or `TaskSpec`. The task whose text columns the file holds.
         path: str. A GLUE-style TSV file (see `load_split`).
         labelled: bool. Whether the file must have a `label` column. If
-            `False` and it has none, the examples' labels are zeros, to be
-            ignored.
+            `False` and it has none, or one of placeholders only (empty or
+            `-1`, as test splits hold), the examples' labels are zeros, to
+            be ignored.
 
     Returns:
         A tuple `(examples, has_labels)`.
@@ -329,6 +336,10 @@ def read_rows(path):
     return rows[0], rows[1:]
 
 
+# What the `label` column of an unlabelled split holds.
+_PLACEHOLDER_LABELS = ("", "-1")
+
+
 def _read_tsv(spec, path, labelled=True):
     """The examples of a TSV file, and whether it had labels."""
     with open(path, "rb") as file, _field_size_limit(MAX_FIELD_SIZE):
@@ -338,6 +349,14 @@ def _read_tsv(spec, path, labelled=True):
             raise DataError(f"File '{path}' is empty: it has no header line.")
         has_labels = labelled or LABEL in header
         feature_columns, label_column = _columns(spec, path, header, has_labels)
+        rows = list(rows)
+        if not labelled and has_labels and all(
+            row[label_column].strip() in _PLACEHOLDER_LABELS
+            for _, row in rows if len(row) == len(header)
+        ):
+            # A test split's column of placeholders (GLUE's exports, TFDS's
+            # -1): texts to predict, not labels.
+            has_labels, label_column = False, None
         texts, labels, blank = [], [], []
         for line, row in rows:
             if len(row) != len(header):
