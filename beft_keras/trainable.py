@@ -188,6 +188,18 @@ class BiasOnlyTrainable:
         ]
         head = terms_lib.head_variables(model) if self.head else []
         head = [v for v in head if id(v) not in unread]
+        if not (chosen or head):
+            # Refused before any flag changes: a fit would train nothing.
+            raise ValueError(
+                f"Nothing of model '{model.name}' would train: no bias of "
+                f"{list(self.terms)} is there to train"
+                + (
+                    " and it has no task head of its own (a causal LM's "
+                    "output layer is its token embedding)"
+                    if self.head else ", and `head=False`"
+                )
+                + ". Name a bias term it has, such as 'value'."
+            )
         trainable_ids = {id(b.variable) for b in chosen}
         trainable_ids.update(id(v) for v in head)
 

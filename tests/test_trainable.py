@@ -389,3 +389,18 @@ def test_batch_normalization_that_trains_a_bias_is_warned_of():
         "net/bn/beta", "net/bn/moving_mean", "net/bn/moving_variance",
         "net/conv/bias", "net/head/bias", "net/head/kernel",
     ]
+
+
+def test_nothing_to_train_is_refused_before_anything_changes(opt_preset):
+    causal_lm = keras_hub.models.OPTCausalLM(
+        backbone=keras_hub.models.OPTBackbone.from_preset(opt_preset),
+        preprocessor=None,
+    )
+    flags = [v.trainable for v in causal_lm.weights]
+    with pytest.raises(ValueError, match=(
+        r"^Nothing of model '.*' would train: no bias of \[\] is there to "
+        r"train and it has no task head of its own \(a causal LM's output "
+        r"layer is its token embedding\)\. Name a bias term it has"
+    )):
+        beft_keras.BiasOnlyTrainable([]).apply(causal_lm)
+    assert [v.trainable for v in causal_lm.weights] == flags
