@@ -15,7 +15,8 @@ backend is chosen by the `KERAS_BACKEND` environment variable before
 `keras` is imported. beft-keras is written against `keras.ops` and the
 Keras training loop, so a BEFT probe should give the same scores on all
 three. This example checks it: it runs the same probe in three
-subprocesses, one per backend, and compares the scores.
+subprocesses, one per backend, and compares the scores, whatever
+`KERAS_BACKEND` it is itself started under (one run covers all three).
 
 It runs online with the `bert_base_en_uncased` preset and SST-2 from TFDS,
 or offline (`--offline` or `BEFT_OFFLINE=1`) with all-MiniLM-L6-v2 from the

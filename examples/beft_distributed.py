@@ -24,7 +24,8 @@ Keras already ships:
 - PyTorch: none. Keras 3 has no distribution API for torch.
 
 `beft_keras.distribution` picks the engine for the backend. This example
-runs the whole method twice on each backend, once on one device and once
+runs the whole method twice on JAX and on TensorFlow (on PyTorch it shows
+the one-line refusal), once on one device and once
 data parallel over 4 devices, and checks that the probe's scores and the
 trained biases agree. It then moves a delta between the two. On JAX it
 also shards a Llama over the devices and trains zero-initialised value
@@ -161,10 +162,13 @@ def beft(preset, batches, x, distribution=None):
             loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         )
         probe = beft_keras.BeftProbe(data=batches, max_batches=2, verbose=0)
-        model.fit(batches, epochs=1, callbacks=[probe], verbose=0)
+        # A fixed order, the same on one device and on four; Keras' own
+        # shuffle=True would only warn that it cannot shuffle a dataset.
+        model.fit(batches, epochs=1, callbacks=[probe], shuffle=False,
+                  verbose=0)
         # Back to the starting weights; b_v (the selection) and the head.
         probe.apply_selection(head=True)
-        model.fit(batches, epochs=2, verbose=0)
+        model.fit(batches, epochs=2, shuffle=False, verbose=0)
     return model, probe
 
 
@@ -209,7 +213,9 @@ def model_parallel_llama():
             optimizer=keras.optimizers.AdamW(1e-2),
             loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         )
-        causal_lm.fit(x, y, batch_size=8, epochs=2, verbose=0)
+        # Under a distribution Keras feeds arrays through tf.data, which
+        # would warn that shuffle=True is ignored.
+        causal_lm.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0)
     kernel = next(
         v for v in backbone.weights
         if v.path == "transformer_layer_0/self_attention/query/kernel"
