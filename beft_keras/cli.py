@@ -378,6 +378,8 @@ def _run(args):
 
 
 def _run_seed(args, seed, folder, distribution=None):
+    import keras
+
     from beft_keras import outputs
     from beft_keras import pipeline
     from beft_keras import tuning
@@ -413,7 +415,18 @@ def _run_seed(args, seed, folder, distribution=None):
         return {
             "task": task_run.spec.name,
             "model": task_run.model,
+            "backend": keras.backend.backend(),
             "seed": seed,
+            "regime": task_run.regime,
+            "subset_draw": task_run.subset_draw,
+            "batching": task_run.batching,
+            "train_examples": len(task_run.train),
+            "probe_epochs": args.probe_epochs,
+            # What the probe fit ran at: the given rate or the task's.
+            "learning_rate": (
+                task_run.settings.learning_rate
+                if args.learning_rate is None else args.learning_rate
+            ),
             "selected": beft_probe.selected,
             "rankings": beft_probe.results.rankings,
             "averages": beft_probe.results.averages,
