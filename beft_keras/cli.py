@@ -378,8 +378,6 @@ def _run(args):
 
 
 def _run_seed(args, seed, folder, distribution=None):
-    import keras
-
     from beft_keras import outputs
     from beft_keras import pipeline
     from beft_keras import tuning
@@ -413,14 +411,7 @@ def _run_seed(args, seed, folder, distribution=None):
         )
         outputs.write_scores(task_run, beft_probe, folder)
         return {
-            "task": task_run.spec.name,
-            "model": task_run.model,
-            "backend": keras.backend.backend(),
-            "seed": seed,
-            "regime": task_run.regime,
-            "subset_draw": task_run.subset_draw,
-            "batching": task_run.batching,
-            "train_examples": len(task_run.train),
+            **task_run.describe(),
             "probe_epochs": args.probe_epochs,
             # What the probe fit ran at: the given rate or the task's.
             "learning_rate": (

@@ -89,6 +89,20 @@ class TaskRun:
         and trained (nothing on one device)."""
         return _scope(self.distribution)
 
+    def describe(self):
+        """What a command's results record of the run it trained: the
+        task, model, backend, seed and training data."""
+        return {
+            "task": self.spec.name,
+            "model": self.model,
+            "backend": keras.backend.backend(),
+            "seed": self.seed,
+            "regime": self.regime,
+            "subset_draw": self.subset_draw,
+            "batching": self.batching,
+            "train_examples": len(self.train),
+        }
+
 
 def prepare(
     task,
@@ -284,14 +298,7 @@ def tune(run, terms, epochs=None, learning_rate=None, verbose=1,
             [*setup.callbacks, *(callbacks or [])], verbose,
         )
     return {
-        "task": run.spec.name,
-        "model": run.model,
-        "backend": keras.backend.backend(),
-        "seed": run.seed,
-        "regime": run.regime,
-        "subset_draw": run.subset_draw,
-        "batching": run.batching,
-        "train_examples": len(run.train),
+        **run.describe(),
         "dev_examples": len(run.dev),
         "terms": list(terms),
         "head": models.head_name(run.classifier),

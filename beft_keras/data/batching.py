@@ -38,7 +38,9 @@ def bucket_lengths(sequence_length, buckets=DEFAULT_BUCKETS):
     beft_keras.data.bucket_lengths(48)  # (16, 32, 48)
     ```
     """
-    arguments.check_positive_int("sequence_length", sequence_length, error=DataError)
+    arguments.check_positive_int(
+        "sequence_length", sequence_length, error=DataError
+    )
     if not all(arguments.is_positive_int(bucket) for bucket in buckets):
         raise DataError(
             f"`buckets` must be positive ints. Received: buckets={buckets!r}"
@@ -126,8 +128,6 @@ def make_dataset(
     """
     arguments.check_positive_int("batch_size", batch_size, error=DataError)
     _plan(batching)  # An unknown batching fails before tokenizing.
-    _check_examples(examples)
-    sequence_length = _sequence_length(preprocessor, sequence_length)
     if len(examples) == 0:
         raise DataError("`examples` is empty: there is nothing to batch.")
     features = tokenize(examples, preprocessor, sequence_length)
@@ -184,7 +184,9 @@ def batch_arrays(
     """
     plan = _plan(batching)
     arguments.check_positive_int("batch_size", batch_size, error=DataError)
-    arguments.check_positive_int("batch_multiple", batch_multiple, error=DataError)
+    arguments.check_positive_int(
+        "batch_multiple", batch_multiple, error=DataError
+    )
     if batch_size % batch_multiple:
         raise DataError(
             f"`batch_size`={batch_size} must be a multiple of the "
