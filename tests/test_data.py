@@ -1,5 +1,6 @@
 import csv
 import os
+import re
 import warnings
 import sys
 import types
@@ -927,3 +928,174 @@ def test_mnli_missing_dev_file_names_the_split(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"dev\.tsv' does not exist\.$"):
         _write(tmp_path, "rte", "train", "sentence1\tsentence2\tlabel\n")
         data.load_split("rte", "dev", data_dir=str(tmp_path))
+
+
+# Bad inputs a user may pass: each refused where it is passed, naming it.
+
+
+@pytest.mark.parametrize("seed", [None, -1, 2**32, 1.5, "0"])
+def test_subsets_and_batches_check_the_seed(seed, preprocessor):
+    """`None` drew another subset on every call; the others failed in
+    numpy, or only when tf.data first ran the batches' generator."""
+    examples = _examples(4)
+    expected = (
+        r"^`seed` must be an int from 0 to 2\*\*32 - 1\. "
+        rf"Received: seed={re.escape(repr(seed))}$"
+    )
+    with pytest.raises(DataError, match=expected):
+        data.subsample(examples, 2, seed=seed)
+    with pytest.raises(DataError, match=expected):
+        data.training_subset("sst2", examples, "full", seed=seed)
+    with pytest.raises(DataError, match=expected):
+        data.batch_arrays(_masked([2, 3], 4), np.arange(2), 2, shuffle=True,
+                          seed=seed)
+    with pytest.raises(DataError, match=expected):
+        data.make_dataset(examples, preprocessor, 2, shuffle=True, seed=seed)
+
+
+def test_a_bad_draw_is_refused_where_every_example_is_kept():
+    examples = _examples(4)
+    with pytest.raises(DataError, match="Unknown draw: 'sorted'"):
+        data.subsample(examples, None, seed=0, draw="sorted")
+    with pytest.raises(DataError, match="Unknown draw: 'sorted'"):
+        data.training_subset("sst2", examples, "full", seed=0, draw="sorted")
+    assert data.subsample(examples, None, seed=0, draw="paper") is examples
+
+
+@pytest.mark.parametrize("buckets", [16, None])
+def test_buckets_must_be_a_collection(buckets):
+    with pytest.raises(DataError, match=(
+        rf"^`buckets` must be positive ints\. Received: buckets={buckets}$"
+    )):
+        data.bucket_lengths(64, buckets)
+
+
+def test_batch_arrays_checks_the_shapes_of_features():
+    features = _masked([2, 3, 4], 8)
+    features["token_ids"] = features["token_ids"][:2]
+    with pytest.raises(DataError, match=(
+        r"one shape, `\(num_examples, sequence_length\)`\. Received: "
+        r"'padding_mask' of shape \(3, 8\) and \{'token_ids': \(2, 8\)\}$"
+    )):
+        data.batch_arrays(features, np.arange(3), 2)
+    with pytest.raises(DataError, match=r"'padding_mask' of shape \(3,\)$"):
+        data.batch_arrays({"padding_mask": np.ones(3, bool)}, np.arange(3), 2)
+
+
+def test_batch_arrays_takes_lists_and_refuses_labels_that_are_not_numbers(
+    preprocessor,
+):
+    features = _masked([2, 3], 4)
+    ((_, labels),) = _epoch(data.batch_arrays(features, [1, 0], 2))
+    np.testing.assert_array_equal(labels, [1, 0])
+    with pytest.raises(DataError, match=(
+        r"^`labels` must be numbers \(class ids, scores or weights\)\. "
+        r"Received: labels of dtype object$"
+    )):
+        data.batch_arrays(features, np.array(["1", "0"], dtype=object), 2)
+    with pytest.raises(DataError, match="sample_weight of dtype <U1$"):
+        data.batch_arrays(features, [1, 0], 2, sample_weight=["a", "b"])
+    # A generation task's answers, or class names, made no batch: tf.data
+    # failed at the first one.
+    for labels in (np.array([("x",), ("y", "z")], dtype=object), ["1", "0"]):
+        examples = Examples({"sentence": ["the cat", "a dog"]}, labels)
+        with pytest.raises(DataError, match="`labels` must be numbers"):
+            data.make_dataset(examples, preprocessor, 2)
+
+
+@pytest.mark.parametrize("batching, lengths, expected", [
+    # One example in each of the buckets 4 and 8.
+    ("bucketed", [2, 6], "2 example\\(s\\): every length bucket holds"),
+    ("mixed", [2], "1 example\\(s\\): there are"),
+])
+def test_batch_arrays_refuses_to_drop_every_example(batching, lengths,
+                                                     expected):
+    with pytest.raises(DataError, match=(
+        rf"^No batch can be made of {expected} fewer than "
+        r"`batch_multiple`=2\.$"
+    )):
+        data.batch_arrays(_masked(lengths, 8), np.arange(len(lengths)), 2,
+                          buckets=(4,), batch_multiple=2, batching=batching)
+
+
+def test_padding_efficiency_of_weighted_batches():
+    features = _masked([2, 6], 8)
+    dataset = data.batch_arrays(features, np.arange(2), 2, buckets=(4,),
+                                sample_weight=np.ones(2))
+    # Batches of 4 and 8 positions, holding 2 and 6 tokens.
+    assert data.padding_efficiency(dataset) == 8 / 12
+
+
+def test_tokenize_refuses_empty_examples(preprocessor):
+    with pytest.raises(DataError, match="`examples` is empty"):
+        data.tokenize(_examples(0), preprocessor)
+
+
+def _spec(**fields):
+    return data.TaskSpec(**{
+        **dict(name="mytask", features=("text",), num_classes=3,
+               metrics=("accuracy",), tfds_name="my/task",
+               dev_split="validation", regimes={"low": 1, "full": None}),
+        **fields,
+    })
+
+
+def test_a_custom_task_spec(tmp_path):
+    _write(tmp_path, "mytask", "train", "label\ttext\n2\ta\n0\tb\n")
+    # A list of features is taken as a tuple.
+    spec = _spec(features=["text"])
+    assert spec.features == ("text",)
+    train = data.load_split(spec, "train", str(tmp_path))
+    np.testing.assert_array_equal(train.features["text"], ["a", "b"])
+    np.testing.assert_array_equal(train.labels, [2, 0])
+    assert len(data.training_subset(spec, train, "low", seed=0)) == 1
+
+
+@pytest.mark.parametrize("fields, expected", [
+    # A str failed as `features + ("label",)`; a repeated feature read
+    # one column as one feature, not two.
+    (dict(features="text"), r"features='text'$"),
+    (dict(features=()), r"features=\(\)$"),
+    (dict(features=("a", "a")), r"distinct .* features=\('a', 'a'\)$"),
+    (dict(features=("a", 1)), r"features=\('a', 1\)$"),
+    (dict(num_classes=-1), r"num_classes=-1$"),
+    (dict(num_classes=2.0), r"num_classes=2\.0$"),
+    (dict(regimes={"low": 0}), r"regimes\['low'\]=0$"),
+])
+def test_a_custom_task_spec_is_checked(fields, expected):
+    with pytest.raises(DataError, match=expected):
+        _spec(**fields)
+
+
+@pytest.mark.parametrize("task, label, expected", [
+    ("rte", 2, "2 in TFDS 'glue/rte' split 'train': task 'rte' expects "
+     "an integer class id from 0 to 1"),
+    # Was cast to 0.
+    ("rte", 0.5, "0.5 in TFDS .* integer class id from 0 to 1"),
+    ("stsb", 5.5, "5.5 in TFDS 'glue/stsb' .* a score from 0 to 5"),
+    ("stsb", float("nan"), "nan in TFDS .* a score from 0 to 5"),
+])
+def test_tfds_labels_are_checked(monkeypatch, task, label, expected):
+    def load(name, split, batch_size):
+        return {
+            "sentence1": np.array([b"a", b"b"], dtype=object),
+            "sentence2": np.array([b"c", b"d"], dtype=object),
+            "label": np.array([1, label]),
+        }
+
+    _fake_tfds(monkeypatch, load)
+    with pytest.raises(DataError, match=f"^Invalid label {expected}\\.$"):
+        data.load_split(task, "train")
+
+
+def test_tfds_features_of_a_custom_spec_are_checked(monkeypatch):
+    def load(name, split, batch_size):
+        return {"sentence": np.array([b"a"], dtype=object),
+                "label": np.array([1])}
+
+    _fake_tfds(monkeypatch, load)
+    with pytest.raises(DataError, match=(
+        r"^TFDS dataset 'my/task' has no feature\(s\) \['text'\] of task "
+        r"'mytask'\. Its features: \['label', 'sentence'\]\.$"
+    )):
+        data.load_split(_spec(), "dev")

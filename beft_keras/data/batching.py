@@ -8,6 +8,7 @@ import tensorflow as tf
 
 from beft_keras import arguments
 from beft_keras.data.readers import Examples
+from beft_keras.data.readers import check_seed
 from beft_keras.data.tasks import DataError
 
 DEFAULT_BUCKETS = (16, 32, 64, 128)
@@ -41,7 +42,9 @@ def bucket_lengths(sequence_length, buckets=DEFAULT_BUCKETS):
     arguments.check_positive_int(
         "sequence_length", sequence_length, error=DataError
     )
-    if not all(arguments.is_positive_int(bucket) for bucket in buckets):
+    if not np.iterable(buckets) or not all(
+        arguments.is_positive_int(bucket) for bucket in buckets
+    ):
         raise DataError(
             f"`buckets` must be positive ints. Received: buckets={buckets!r}"
         )
@@ -95,7 +98,8 @@ def make_dataset(
             built for).
         shuffle: bool. Whether to shuffle examples and batches every epoch.
             Defaults to `False`.
-        seed: int. Seed of the shuffling. Defaults to `0`.
+        seed: int. Seed of the shuffling, from 0 to 2**32 - 1. Defaults to
+            `0`.
         buckets: tuple of int. The candidate batch lengths. Defaults to
             `(16, 32, 64, 128)`.
         batching: str. Which examples share a batch: `"bucketed"` (those
@@ -126,10 +130,11 @@ def make_dataset(
     labels = np.concatenate([y for _, y in dev_dataset.as_numpy_iterator()])
     ```
     """
+    # Bad arguments fail before tokenizing.
     arguments.check_positive_int("batch_size", batch_size, error=DataError)
-    _plan(batching)  # An unknown batching fails before tokenizing.
-    if len(examples) == 0:
-        raise DataError("`examples` is empty: there is nothing to batch.")
+    _plan(batching)
+    check_seed(seed)
+    _check_examples(examples)
     features = tokenize(examples, preprocessor, sequence_length)
     return batch_arrays(
         features, examples.labels, batch_size, sequence_length, shuffle,
@@ -184,6 +189,9 @@ def batch_arrays(
     """
     plan = _plan(batching)
     arguments.check_positive_int("batch_size", batch_size, error=DataError)
+    # Checked here, not when the first epoch's generator runs inside
+    # tf.data.
+    check_seed(seed)
     arguments.check_positive_int(
         "batch_multiple", batch_multiple, error=DataError
     )
@@ -197,7 +205,17 @@ def batch_arrays(
             f"`features` has no '{PADDING_MASK}' to measure lengths by. "
             f"Received features: {sorted(features)}."
         )
-    num_examples, width = features[PADDING_MASK].shape
+    features = {name: np.asarray(x) for name, x in features.items()}
+    shape = features[PADDING_MASK].shape
+    # Every feature is cut and trimmed with the mask.
+    odd = {name: x.shape for name, x in features.items() if x.shape != shape}
+    if len(shape) != 2 or odd:
+        raise DataError(
+            "`features` must be arrays of one shape, `(num_examples, "
+            f"sequence_length)`. Received: '{PADDING_MASK}' of shape "
+            f"{shape}" + (f" and {odd}" if odd else "")
+        )
+    num_examples, width = shape
     if sequence_length is None:
         sequence_length = width
     lengths = bucket_lengths(sequence_length, buckets)
@@ -207,11 +225,23 @@ def batch_arrays(
             f"`sequence_length` must be at most the width of `features`, "
             f"{width}. Received: sequence_length={sequence_length}"
         )
+    labels = np.asarray(labels)
+    if sample_weight is not None:
+        sample_weight = np.asarray(sample_weight)
     for name, target in (("labels", labels), ("sample_weight", sample_weight)):
-        if target is not None and len(target) != num_examples:
+        if target is None:
+            continue
+        if len(target) != num_examples:
             raise DataError(
                 f"`{name}` must have one row per example of `features`, "
                 f"{num_examples}. Received: len({name})={len(target)}"
+            )
+        # Strings or answer tuples would fail only in tf.data, at the
+        # first batch.
+        if target.dtype.kind not in "biuf":
+            raise DataError(
+                f"`{name}` must be numbers (class ids, scores or weights). "
+                f"Received: {name} of dtype {target.dtype}"
             )
     # Every text of an example fits its bucket: a siamese pair has a mask
     # per sentence (`padding_mask`, `padding_mask_2`).
@@ -252,6 +282,16 @@ def batch_arrays(
     num_batches = len(
         plan(example_buckets, lengths, batch_size, None, batch_multiple)
     )
+    if num_batches == 0:
+        # An empty dataset would train on nothing without a word.
+        where = (
+            "every length bucket holds" if batching == BUCKETED
+            else "there are"
+        )
+        raise DataError(
+            f"No batch can be made of {num_examples} example(s): {where} "
+            f"fewer than `batch_multiple`={batch_multiple}."
+        )
     dataset = tf.data.Dataset.from_generator(
         batches, output_signature=signature
     )
@@ -278,8 +318,9 @@ def padding_efficiency(dataset):
     """The share of a dataset's token positions that hold a real token.
 
     Args:
-        dataset: a dataset of `(features, labels)` batches whose features
-            have a `padding_mask`, such as one from `make_dataset`.
+        dataset: a dataset of `(features, labels)` or `(features, labels,
+            sample_weight)` batches whose features have a `padding_mask`,
+            such as one from `make_dataset` or `batch_arrays`.
 
     Returns:
         A float in `(0, 1]`; 1 means no padding at all.
@@ -291,7 +332,8 @@ def padding_efficiency(dataset):
     ```
     """
     real = total = 0
-    for features, _ in dataset.as_numpy_iterator():
+    # `batch_arrays`' batches may carry sample weights too.
+    for features, *_ in dataset.as_numpy_iterator():
         real += np.count_nonzero(features[PADDING_MASK])
         total += features[PADDING_MASK].size
     return real / total
@@ -361,6 +403,8 @@ def _check_examples(examples):
             "with `beft_keras.data.Examples(features, labels)`. "
             f"Received: examples of type {type(examples).__name__}"
         )
+    if len(examples) == 0:
+        raise DataError("`examples` is empty: there is nothing to batch.")
 
 
 def _sequence_length(preprocessor, sequence_length):

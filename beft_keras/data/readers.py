@@ -144,7 +144,8 @@ def load_split(task, split, data_dir=None):
             byte order mark), lacks a column or names one twice, has a line
             with the wrong number of fields, a field over `MAX_FIELD_SIZE`
             characters or a label that is not valid for the task, or if
-            TFDS cannot load the dataset. The message names the file, and
+            TFDS cannot load the dataset or it lacks a feature or holds a
+            label not valid for the task. The message names the file, and
             the line at fault.
 
     Example:
@@ -171,7 +172,8 @@ def subsample(examples, size, seed, draw=SEEDED):
         examples: `Examples`.
         size: int or None. How many examples to keep. `None`, or a size at
             least `len(examples)`, keeps them all.
-        seed: int. Seed of the numpy random generator that draws the subset.
+        seed: int. Seed of the numpy random generator that draws the
+            subset, from 0 to 2**32 - 1.
         draw: str. `"seeded"`, numpy's `default_rng(seed)`; or `"paper"`,
             as the BEFT authors' code draws its training subsets
             (`np.random.seed(seed)`, then the first `size` of
@@ -181,6 +183,9 @@ def subsample(examples, size, seed, draw=SEEDED):
     Returns:
         An `Examples`, in the order of `examples`.
 
+    Raises:
+        DataError: if `size`, `seed` or `draw` is not valid.
+
     Example:
     ```python
     subset = beft_keras.data.subsample(train, 300, seed=0)
@@ -188,13 +193,14 @@ def subsample(examples, size, seed, draw=SEEDED):
     """
     arguments.check_positive_int("size", size, allow_none=True,
                                  error=DataError)
-    if size is None:
-        return examples
+    # Checked before any early return: a bad draw or seed is refused even
+    # where every example is kept.
     if draw not in DRAWS:
         raise DataError(
             f"Unknown draw: {draw!r}. Valid draws are: {', '.join(DRAWS)}."
         )
-    if size >= len(examples):
+    check_seed(seed)
+    if size is None or size >= len(examples):
         return examples
     if draw == PAPER:
         order = np.random.RandomState(seed).permutation(len(examples))
@@ -221,7 +227,8 @@ def training_subset(task, examples, regime, seed, draw=SEEDED):
         An `Examples`.
 
     Raises:
-        DataError: if the regime or the draw is unknown.
+        DataError: if the regime or the draw is unknown, or the seed is
+            not valid.
 
     A training set smaller than the regime's size trains whole, with a
     warning.
@@ -249,6 +256,16 @@ def training_subset(task, examples, regime, seed, draw=SEEDED):
             stacklevel=2,
         )
     return subsample(examples, size, seed, draw)
+
+
+def check_seed(seed):
+    """Refuse a seed that numpy would not take, or `None`, which would draw
+    a different subset or order on every call."""
+    if not arguments.is_int(seed) or not 0 <= seed < 2**32:
+        raise DataError(
+            "`seed` must be an int from 0 to 2**32 - 1. "
+            f"Received: seed={seed!r}"
+        )
 
 
 def check_data_dir(data_dir):
@@ -474,23 +491,29 @@ def _parse_label(spec, text, path, line):
         label = float(text) if spec.is_regression else int(text)
     except ValueError:
         label = None
-    if spec.is_regression:
-        low, high = spec.label_range or (-math.inf, math.inf)
-        if label is not None and math.isfinite(label) and low <= label <= high:
-            return label
-        expected = (
-            "a finite number"
-            if spec.label_range is None
-            else f"a score from {low:g} to {high:g}"
-        )
-    else:
-        if label is not None and 0 <= label < spec.num_classes:
-            return label
-        expected = f"an integer class id from 0 to {spec.num_classes - 1}"
+    if label is not None and _is_valid_label(spec, label):
+        return label
     raise DataError(
         f"Invalid label {text!r} on line {line} of '{path}': task "
-        f"'{spec.name}' expects {expected}."
+        f"'{spec.name}' expects {_expected_label(spec)}."
     )
+
+
+def _is_valid_label(spec, label):
+    """Whether the number `label` is a class id or score of the task."""
+    if spec.is_regression:
+        low, high = spec.label_range or (-math.inf, math.inf)
+        return math.isfinite(label) and low <= label <= high
+    # In range first: `float` of a huge int overflows.
+    return 0 <= label < spec.num_classes and float(label).is_integer()
+
+
+def _expected_label(spec):
+    if not spec.is_regression:
+        return f"an integer class id from 0 to {spec.num_classes - 1}"
+    if spec.label_range is None:
+        return "a finite number"
+    return "a score from {:g} to {:g}".format(*spec.label_range)
 
 
 def _parse_answers(spec, text, path, line):
@@ -528,6 +551,15 @@ def _load_tfds(spec, split):
             f"`--data-dir` (`data_dir=`), a folder with GLUE-style TSV files "
             f"'{spec.name}/{TRAIN}.tsv' and '{spec.name}/{DEV}.tsv'."
         ) from error
+    label_key = "answers" if spec.is_generation else LABEL
+    missing = [
+        name for name in spec.features + (label_key,) if name not in data
+    ]
+    if missing:
+        raise DataError(
+            f"TFDS dataset '{spec.tfds_name}' has no feature(s) {missing} of "
+            f"task '{spec.name}'. Its features: {sorted(data)}."
+        )
     texts = [
         [text.decode("utf-8") for text in data[name]] for name in spec.features
     ]
@@ -537,7 +569,19 @@ def _load_tfds(spec, split):
         rows = rows.to_list() if hasattr(rows, "to_list") else list(rows)
         labels = [tuple(a.decode("utf-8") for a in row) for row in rows]
     else:
-        labels = data[LABEL]
+        labels = np.asarray(data[LABEL])
+        # Checked as a TSV file's are (a custom spec may not fit its
+        # dataset): a class id out of range does not fail on every backend,
+        # and the cast to int32 would truncate a fractional one.
+        for label in np.unique(labels):
+            if labels.dtype.kind not in "biuf" or not _is_valid_label(
+                spec, label
+            ):
+                raise DataError(
+                    f"Invalid label {label.item()!r} in TFDS "
+                    f"'{spec.tfds_name}' split '{tfds_split}': task "
+                    f"'{spec.name}' expects {_expected_label(spec)}."
+                )
     return _examples(spec, texts, labels)
 
 

@@ -4,6 +4,8 @@ data sources and training-set regimes (their training settings are in
 
 import dataclasses
 
+from beft_keras import arguments
+
 LOW = "low"
 MEDIUM = "medium"
 HIGH = "high"
@@ -53,6 +55,11 @@ class TaskSpec:
             score (STS-B: 0 to 5); `None` for a classification or
             generation task.
 
+    Raises:
+        DataError: if `features` is not a non-empty tuple (or list) of
+            distinct names, `num_classes` not an int of at least 0, or a
+            regime's size neither a positive int nor `None`.
+
     Example:
     ```python
     spec = beft_keras.data.get_task("stsb")
@@ -70,6 +77,36 @@ class TaskSpec:
     regimes: dict
     compares_pair: bool = False
     label_range: tuple | None = None
+
+    def __post_init__(self):
+        # A custom spec's mistakes fail here, not deep in a reader (a list
+        # of features would fail as `features + ("label",)`, a repeated one
+        # would read one column twice as one feature).
+        features = self.features
+        if isinstance(features, list):
+            features = tuple(features)
+        if (
+            not isinstance(features, tuple)
+            or not features
+            or not all(isinstance(name, str) and name for name in features)
+            or len(set(features)) != len(features)
+        ):
+            raise DataError(
+                "`features` must be a non-empty tuple of distinct feature "
+                f"names. Received: features={self.features!r}"
+            )
+        if not arguments.is_int(self.num_classes) or self.num_classes < 0:
+            raise DataError(
+                "`num_classes` must be an int: the number of classes, 1 for "
+                "regression, 0 for generation. "
+                f"Received: num_classes={self.num_classes!r}"
+            )
+        for regime, size in self.regimes.items():
+            arguments.check_positive_int(
+                f"regimes[{regime!r}]", size, allow_none=True, error=DataError
+            )
+        # The dataclass is frozen.
+        object.__setattr__(self, "features", features)
 
     @property
     def is_regression(self):
