@@ -30,8 +30,9 @@ class DeltaInfo:
         num_params: int. Scalar parameters stored in it.
         base: str or None. The base preset it was made for, as named to
             `save_delta`.
-        base_fingerprint: str. SHA-256 (hex, its first 128 bits) of the
-            frozen base weights.
+        base_fingerprint: str. SHA-256 (hex, its first 128 bits; all 256
+            in a delta older than format version 4) of the frozen base
+            weights.
         model_class: str or None. The registered name of the class of the
             model it was saved from, e.g. `"keras_hub>BertTextClassifier"`,
             when the delta holds the model's head (which that class reads);
@@ -93,10 +94,12 @@ def save_delta(model, path, base=None, task=None):
 
     Raises:
         ValueError: if no trainable bias or head variable is found, if
-            other variables are trainable (they would be lost), or `base`
-            or `task` is not a str or `None`.
+            other variables are trainable (they would be lost), if the
+            model has two variables at one path, or `base` or `task` is not
+            a str or `None`.
         DeltaError: if a variable to save holds NaN or infinite values;
             nothing is written then.
+        IsADirectoryError: if `path` names a directory.
 
     Example:
     ```python
@@ -201,7 +204,8 @@ def load_delta(
 
     Raises:
         FileNotFoundError: if there is no file at `path`.
-        ValueError: if `task` is not a str or `None`.
+        ValueError: if `task` is not a str or `None`, or the model has two
+            variables at one path.
         DeltaError: if the file is not a valid delta or holds NaN or
             infinite values, was made for another task or base, or does
             not fit the model's head or variables.
@@ -279,7 +283,7 @@ class DeltaSwitcher:
             A `DeltaInfo`.
 
         Raises:
-            ValueError: if `task` is not a str or `None`.
+            ValueError: as for `load_delta`.
             DeltaError: as for `load_delta`.
         """
         path, description, values, variables = _read_checked(
@@ -440,11 +444,14 @@ def _model_class(model):
 
 def _head_shape(model):
     """The output shape of a model with one output, such as a classifier's
-    `[None, num_classes]`, or `None` for any other model."""
+    `[None, num_classes]`, or `None` for any other model. The batch size is
+    left out: a model built by calling it on data keeps that batch's."""
     outputs = getattr(model, "outputs", None)
     if not outputs or len(outputs) != 1:
         return None
-    return [None if size is None else int(size) for size in outputs[0].shape]
+    return [None] + [
+        None if size is None else int(size) for size in outputs[0].shape[1:]
+    ]
 
 
 def _read_checked(
@@ -464,13 +471,15 @@ def _read_checked(
     """
     path = os.fspath(path)
     delta_file.check_name_argument("task", task)
+    # First: with two variables at one path, the tensors' roles and indices
+    # would be counted wrong, and the error would not say why.
+    weights = _weights_by_path(model)
     description, values = delta_file.read(path)
     if description["format_version"] >= 3:
         values = _values_by_path(model, path, values)
     if not allow_task_mismatch:
         _check_task(path, description["task"], task)
     _check_head(model, path, description["head_shape"])
-    weights = _weights_by_path(model)
     _check_variables(model, path, values, weights)
     _check_roles(model, path, description, values)
     _check_model_class(model, path, description.get("model_class"))
@@ -514,7 +523,9 @@ def _check_head(model, path, saved_shape):
     model_shape = _head_shape(model)
     if saved_shape is None or model_shape is None:
         return
-    if saved_shape != model_shape:
+    # Past the batch size, which a delta may hold from before it was left
+    # out.
+    if saved_shape[1:] != model_shape[1:]:
         raise DeltaError(
             f"Delta '{path}' does not fit model '{model.name}': its task "
             f"head has output shape {tuple(saved_shape)}, the model's "

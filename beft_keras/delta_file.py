@@ -109,11 +109,12 @@ def read(path):
         raise FileNotFoundError(f"No delta file at '{path}'.")
     try:
         with safetensors.safe_open(path, framework="numpy") as file:
-            metadata = file.metadata() or {}
+            # Before any tensor is read: another safetensors file, such as
+            # a model's, may be gigabytes, or of a dtype numpy lacks (FP8).
+            description = _description(path, file.metadata() or {})
             values = {key: file.get_tensor(key) for key in file.keys()}
     except safetensors.SafetensorError as error:
         raise DeltaError(_not_a_delta(path, error)) from error
-    description = _description(path, metadata)
     if not values:
         raise DeltaError(_not_a_delta(path, "it holds no variables"))
     if description["format_version"] >= 3:

@@ -6,17 +6,26 @@ import secrets
 
 
 def atomic_write(path, data):
-    """Write `data` (str or bytes) to `path` through a temporary file beside
-    it, synced to disk, then renamed over `path`: readers see the old file or
-    the new one, and a failure leaves no partial file behind."""
+    """Write `data` (bytes, or str as UTF-8) to `path` through a temporary
+    file beside it, synced to disk, then renamed over `path`: readers see
+    the old file or the new one, and a failure leaves no partial file
+    behind."""
     path = os.fspath(path)
+    if not os.path.basename(path) or os.path.isdir(path):
+        # `os.replace` would fail naming the temporary file, not `path`.
+        raise IsADirectoryError(
+            f"Cannot write '{path}': it names a directory, not a file."
+        )
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     name = f".{os.path.basename(path)}.{secrets.token_hex(4)}.tmp"
     temporary = os.path.join(folder, name)
-    mode = "xb" if isinstance(data, bytes) else "x"
+    if isinstance(data, str):
+        # Not the locale's encoding (ASCII in a C locale, cp1252 on
+        # Windows), which fails on, or alters, text read as UTF-8.
+        data = data.encode("utf-8")
     try:
-        with open(temporary, mode) as file:
+        with open(temporary, "xb") as file:
             file.write(data)
             file.flush()
             # On disk before the rename, so that a crash cannot leave a

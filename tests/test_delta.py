@@ -433,6 +433,141 @@ def test_head_shape_mismatch_changes_nothing(bert_preset, trained):
     _assert_bitwise_equal(snapshot(model), before)
 
 
+def _bytes(model):
+    """Every weight's bytes, in the model's order (paths may repeat)."""
+    return [keras.ops.convert_to_numpy(v).tobytes() for v in model.weights]
+
+
+def _sequential(batch_size):
+    """Dense layers built by a call on a batch of `batch_size`, which Keras
+    keeps as the batch size of the model's output shape."""
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [keras.layers.Dense(HIDDEN_DIM), keras.layers.Dense(NUM_CLASSES)]
+    )
+    model(np.ones((batch_size, HIDDEN_DIM)))
+    return model
+
+
+def test_head_shape_leaves_out_the_batch_size(tmp_path):
+    model = _sequential(batch_size=1)
+    assert tuple(model.outputs[0].shape) == (1, NUM_CLASSES)
+    beft_keras.BiasOnlyTrainable("other", verbose=False).apply(model)
+    _perturb_trainable(model, seed=1)
+    info = save_delta(model, tmp_path / "sequential.safetensors")
+    assert info.head_shape == (None, NUM_CLASSES)
+    assert _description(info.path)["head_shape"] == [None, NUM_CLASSES]
+    other = _sequential(batch_size=4)
+    load_delta(other, info.path)
+    assert _bytes(other) == _bytes(model)
+    # A delta that recorded a batch size loads too.
+    path = _rewrite(
+        info.path, tmp_path / "batch.safetensors",
+        _set("head_shape", [1, NUM_CLASSES]),
+    )
+    load_delta(_sequential(batch_size=4), path)
+    path = _rewrite(
+        info.path, tmp_path / "three.safetensors", _set("head_shape", [1, 3])
+    )
+    with pytest.raises(
+        DeltaError, match=r"output shape \(1, 3\), the model's \(None, 2\)"
+    ):
+        load_delta(_sequential(batch_size=4), path)
+
+
+class _TwoLayersOneName(keras.Model):
+    """Two dense layers named alike: their variables share paths."""
+
+    def __init__(self):
+        super().__init__(name="twins")
+        self.first = keras.layers.Dense(HIDDEN_DIM, name="dense")
+        self.second = keras.layers.Dense(HIDDEN_DIM, name="dense")
+        self.head = keras.layers.Dense(NUM_CLASSES, name="head")
+
+    def call(self, inputs):
+        return self.head(self.second(self.first(inputs)))
+
+
+def test_a_model_with_two_variables_at_one_path_is_named(trained):
+    model = _TwoLayersOneName()
+    model(np.ones((1, HIDDEN_DIM)))
+    before = _bytes(model)
+    message = "has two variables at path 'twins/dense/kernel'"
+    with pytest.raises(ValueError, match=message) as error:
+        load_delta(model, trained.path, allow_base_mismatch=True)
+    assert not isinstance(error.value, DeltaError)
+    with pytest.raises(ValueError, match=message):
+        DeltaSwitcher(model).apply(trained.path, allow_base_mismatch=True)
+    assert _bytes(model) == before
+
+
+def test_a_safetensors_file_not_a_delta_is_refused_unread(
+    bert_preset, tmp_path
+):
+    """A model's safetensors file, here of FP8 weights, which numpy cannot
+    hold: refused by its metadata, before any tensor is read."""
+    header = json.dumps(
+        {"w": {"dtype": "F8_E4M3", "shape": [8], "data_offsets": [0, 8]}}
+    ).encode()
+    header += b" " * (-len(header) % 8)
+    path = tmp_path / "model.safetensors"
+    path.write_bytes(len(header).to_bytes(8, "little") + header + bytes(8))
+    model = tiny_classifier(bert_preset)
+    before = snapshot(model)
+    with pytest.raises(
+        DeltaError,
+        match=re.escape(
+            f"'{path}' is not a valid beft-keras delta file: it has no "
+            "beft-keras metadata."
+        ),
+    ):
+        load_delta(model, path)
+    _assert_bitwise_equal(snapshot(model), before)
+
+
+def test_save_to_a_directory_names_it(bert_preset, tmp_path, monkeypatch):
+    model = tiny_classifier(bert_preset)
+    beft_keras.BiasOnlyTrainable("value").apply(model)
+    folder = tmp_path / "runs"
+    folder.mkdir()
+    monkeypatch.chdir(folder)
+    for path in (folder, f"{tmp_path / 'new'}{os.sep}", ""):
+        with pytest.raises(
+            IsADirectoryError,
+            match=re.escape(f"Cannot write '{path}': it names a directory"),
+        ):
+            save_delta(model, path)
+    assert os.listdir(tmp_path) == ["runs"]
+    assert os.listdir(folder) == []
+
+
+def test_text_is_written_as_utf8_in_any_locale(tmp_path):
+    """`beft predict` writes its input's rows back with `atomic_write`: in
+    an ASCII locale too, as the UTF-8 they were read as."""
+    path = tmp_path / "predictions.tsv"
+    script = (
+        "import locale, sys\n"
+        "from beft_keras.files import atomic_write\n"
+        "print(locale.getpreferredencoding(False))\n"
+        "text = 'sentence\\tprediction\\ncaf\\u00e9 \\u2615\\t1\\n'\n"
+        "atomic_write(sys.argv[1], text)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script, str(path)],
+        env=dict(
+            os.environ, PYTHONPATH=REPO, LC_ALL="C", PYTHONUTF8="0",
+            PYTHONCOERCECLOCALE="0",
+        ),
+        capture_output=True,
+        text=True,
+    )
+    if "utf" in result.stdout.lower().replace("-", ""):
+        pytest.skip("The C locale encodes UTF-8 here.")
+    assert result.returncode == 0, result.stderr[-3000:]
+    expected = "sentence\tprediction\ncafé ☕\t1\n".encode("utf-8")
+    assert path.read_bytes() == expected
+
+
 @pytest.mark.parametrize("failing", ["fsync", "replace"])
 def test_failed_write_leaves_no_file(
     bert_preset, tmp_path, monkeypatch, failing
