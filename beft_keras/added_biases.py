@@ -67,6 +67,7 @@ def add_biases(model, terms=(terms_lib.VALUE,)):
         A list of the new bias `keras.Variable`s, in the model's order.
 
     Raises:
+        TypeError: if `terms` is not a str or a list of str.
         AddedBiasError: if a term is not a projection term, the model has no
             projection for it, or one of its projections has a bias already
             (as OPT's and GPT-2's do: tune those directly). Nothing is
@@ -180,9 +181,7 @@ def add_bias(layer):
 
 
 def _validate_terms(terms):
-    if isinstance(terms, str):
-        terms = [terms]
-    terms = tuple(dict.fromkeys(terms))
+    terms = trainable_lib.term_tuple("terms", terms)
     invalid = [term for term in terms if term not in PROJECTION_TERMS]
     if invalid or not terms:
         raise AddedBiasError(

@@ -90,8 +90,9 @@ def _torch_gradients(model, x, y, sample_weight):
     loss = _loss(model, x, y, sample_weight)
     values = [v.value for v in model.trainable_variables]
     grads = torch.autograd.grad(loss, values, allow_unused=True)
+    # Keras' conversion, not `Tensor.numpy()`, which has no bfloat16.
     return [
-        np.zeros(v.shape) if g is None else g.detach().cpu().numpy()
+        np.zeros(v.shape) if g is None else keras.ops.convert_to_numpy(g)
         for v, g in zip(values, grads)
     ]
 

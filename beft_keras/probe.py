@@ -17,6 +17,8 @@ from beft_keras.results import BeftResults
 DEFAULT_CANDIDATES = (terms_lib.QUERY, terms_lib.KEY, terms_lib.VALUE)
 # Batches of `data` the Fisher score is measured on, unless told otherwise.
 DEFAULT_MAX_BATCHES = 32
+# The number of batches of a `data` that repeats forever.
+_INFINITE = float("inf")
 
 
 class BeftProbe(keras.callbacks.Callback):
@@ -172,22 +174,32 @@ class BeftProbe(keras.callbacks.Callback):
                 "`epochs=0`), so BeftProbe has no bias change to select a "
                 "term from. Fit at least one step."
             )
-        post = _values(self._biases)
+        # A term may hold two biases in one layer (a gated feed-forward's
+        # gate and up projections, given biases by `add_biases`): the
+        # layer's score is of the two as one vector, not of the last alone.
+        cells = {}
+        for i, bias in enumerate(self._biases):
+            cells.setdefault((bias.term, bias.layer_index), []).append(i)
+        cells = list(cells.values())
+        pre = _joined(self._pre, cells)
+        post = _joined(_values(self._biases), cells)
         layer_scores = {
             scores_lib.BEFT: [
-                scores_lib.beft_score(a, b) for a, b in zip(self._pre, post)
+                scores_lib.beft_score(a, b) for a, b in zip(pre, post)
             ],
             scores_lib.MAGNITUDE: [
-                scores_lib.magnitude_score(a, b)
-                for a, b in zip(self._pre, post)
+                scores_lib.magnitude_score(a, b) for a, b in zip(pre, post)
             ],
         }
         if self._squared_gradients is not None:
             layer_scores[scores_lib.FISHER] = [
-                scores_lib.fisher_score(g) for g in self._squared_gradients
+                scores_lib.fisher_score(g)
+                for g in _joined(self._squared_gradients, cells, batched=True)
             ]
         self.results = BeftResults.from_biases(
-            self._biases, layer_scores, self.candidates
+            [self._biases[cell[0]] for cell in cells],
+            layer_scores,
+            self.candidates,
         )
         if self.verbose:
             compat.print_msg(self.results.summary())
@@ -255,6 +267,14 @@ class BeftProbe(keras.callbacks.Callback):
         indices = [positions[id(b.variable)] for b in self._biases]
         squared = [[] for _ in self._biases]
         batches, num_batches = _batches(self.model, self.data, self.batch_size)
+        if num_batches == _INFINITE and self.max_batches is None:
+            raise ValueError(
+                "`data` repeats forever and `max_batches=None` measures all "
+                "of it, so the gradients would never finish. Pass "
+                "`max_batches`, or `data` without `repeat()`."
+            )
+        if num_batches == _INFINITE:
+            num_batches = None
         if self.max_batches is not None:
             num_batches = min(num_batches or self.max_batches, self.max_batches)
         progbar = keras.utils.Progbar(
@@ -269,12 +289,44 @@ class BeftProbe(keras.callbacks.Callback):
             x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(batch)
             grads = loss_gradients(x, y, sample_weight)
             for i, index in enumerate(indices):
-                scores_lib.check_finite(grads[index], self._biases[i].path)
+                _check_finite_gradient(grads[index], self._biases[i].path, step)
                 squared[i].append(np.square(grads[index]))
-            progbar.update(step + 1, finalize=step + 1 == num_batches)
+            progbar.update(step + 1, finalize=False)
         if not squared[0]:
             raise ValueError("`data` yielded no batch to measure gradients on.")
+        # Ended here, not at the count: `data` may hold fewer batches than
+        # `max_batches` (a generator), and the table must start a new line.
+        progbar.update(len(squared[0]), finalize=True)
         return [np.stack(s) for s in squared]
+
+
+def _check_finite_gradient(gradient, path, step):
+    """Raise a `ValueError` naming the bias and batch if `gradient` has a
+    NaN or inf. It is measured before any training step, so the cause is
+    `data` or the loss, not a diverged fit as in a bias (`check_finite`)."""
+    if not np.all(np.isfinite(gradient)):
+        bad = "NaN" if np.any(np.isnan(gradient)) else "inf"
+        raise ValueError(
+            f"The gradient of bias '{path}' on batch {step} of `data` holds "
+            f"{bad} values at the starting weights, before any training, so "
+            "its Fisher score is undefined. Check that batch for NaN or "
+            "inf inputs or labels the loss cannot take."
+        )
+
+
+def _joined(values, cells, batched=False):
+    """For each cell (a list of positions in `values`), its values
+    flattened and concatenated; past the first axis where `batched`."""
+    return [
+        np.concatenate(
+            [
+                values[i].reshape((len(values[i]), -1) if batched else -1)
+                for i in cell
+            ],
+            axis=-1,
+        )
+        for cell in cells
+    ]
 
 
 def _iterations(model):
@@ -295,7 +347,7 @@ def _values(biases):
 def _batches(model, data, batch_size):
     """Numpy batches of `data`, through the model's keras-hub preprocessor
     when it has one, as `model.fit` would see them, and their number (None
-    when unknown)."""
+    when unknown, `_INFINITE` for a dataset that repeats forever)."""
     import tensorflow as tf
 
     if isinstance(data, tuple):
@@ -306,6 +358,8 @@ def _batches(model, data, batch_size):
         if preprocess is not None:
             data = data.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE)
         num_batches = int(data.cardinality())
+        if num_batches == tf.data.INFINITE_CARDINALITY:
+            return data.as_numpy_iterator(), _INFINITE
         return data.as_numpy_iterator(), num_batches if num_batches > 0 else None
     if getattr(model, "preprocessor", None) is not None:
         raise ValueError(

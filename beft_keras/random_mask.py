@@ -40,6 +40,11 @@ class RandomBiasMask(keras.callbacks.Callback):
     def __init__(self, num_params, seed=0):
         super().__init__()
         arguments.check_positive_int("num_params", num_params)
+        # Checked here, not by numpy when the fit begins.
+        if not (arguments.is_int(seed) and seed >= 0):
+            raise ValueError(
+                f"`seed` must be a non-negative int. Received: seed={seed!r}"
+            )
         self.num_params = int(num_params)
         self.seed = seed
         self.held = None

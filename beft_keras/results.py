@@ -108,8 +108,8 @@ class BeftResults:
         """The other candidates whose score equals the selected term's (to
         float64 rounding), which the selection picked among by their order
         in `candidates` alone; inert terms are left out."""
+        selected = self.selected_by(method)  # names an unknown method
         averages = self.averages[method]
-        selected = self.selected_by(method)
         return tuple(
             t for t in self.candidates
             if t != selected and t not in self.inert

@@ -170,9 +170,14 @@ class BiasOnlyTrainable:
         )
         if self.layers is not None and max(self.layers) >= num_layers:
             raise ValueError(
-                f"`layers` must be transformer layer indices in "
-                f"[0, {num_layers - 1}] for model '{model.name}'. "
-                f"Received: layers={list(self.layers)}"
+                (
+                    f"`layers` must be transformer layer indices in "
+                    f"[0, {num_layers - 1}] for model '{model.name}'."
+                    if num_layers else
+                    f"Model '{model.name}' has no transformer layer (no "
+                    "attention layer), so `layers` must be None."
+                )
+                + f" Received: layers={list(self.layers)}"
             )
         unread = {id(v) for v in terms_lib.unread_weights(model)}
         chosen = [

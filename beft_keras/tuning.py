@@ -8,6 +8,8 @@ from beft_keras import terms as terms_lib
 from beft_keras.random_mask import RandomBiasMask
 from beft_keras.trainable import ALL
 from beft_keras.trainable import BiasOnlyTrainable
+from beft_keras.trainable import recompile
+from beft_keras.trainable import term_tuple
 
 ALL_BIAS = "all-bias"
 HEAD = "head"
@@ -47,9 +49,10 @@ def parse_terms(terms):
     one of `TUNE_MODES` alone.
 
     Raises:
+        TypeError: if `terms` is not a str or a list of str.
         ValueError: for an unknown term, or a mode mixed with others.
     """
-    terms = (terms,) if isinstance(terms, str) else tuple(terms)
+    terms = term_tuple("terms", terms)
     valid = set(terms_lib.TERMS) | set(TUNE_MODES)
     if not terms or any(t not in valid for t in terms) or (
         len(terms) > 1 and set(terms) & set(TUNE_MODES)
@@ -58,7 +61,7 @@ def parse_terms(terms):
             f"Invalid terms {list(terms)}: give bias terms from "
             f"{list(terms_lib.TERMS)}, or one of {list(TUNE_MODES)} alone."
         )
-    return tuple(dict.fromkeys(terms))
+    return terms
 
 
 def make_trainable(model, terms, seed=0):
@@ -80,15 +83,26 @@ def make_trainable(model, terms, seed=0):
         model.trainable = True
         for variable in model.weights:
             variable.trainable = id(variable) not in unread
+        # As `BiasOnlyTrainable` does: a compiled model would go on
+        # training the variables it was compiled with.
+        recompile(model)
         trainable = sum(math.prod(v.shape) for v in model.trainable_weights)
     elif terms == (RANDOM,):
-        BiasOnlyTrainable(ALL).apply(model)
         value_params = sum(
             b.size
             for b in terms_lib.bias_terms(model)
             if b.term == terms_lib.VALUE
         )
-        callbacks.append(RandomBiasMask(value_params, seed=seed))
+        if not value_params:
+            # Refused before any flag changes.
+            raise ValueError(
+                f"Model '{model.name}' has no value bias (b_v), whose size "
+                f"the '{RANDOM}' mask takes. Add one first "
+                "(`beft_keras.add_biases(model, 'value')`), or name terms."
+            )
+        mask = RandomBiasMask(value_params, seed=seed)
+        BiasOnlyTrainable(ALL).apply(model)
+        callbacks.append(mask)
         head = terms_lib.head_variables(model)
         trainable = value_params + sum(math.prod(v.shape) for v in head)
     else:

@@ -1,3 +1,5 @@
+import re
+
 import keras
 import keras_hub
 import numpy as np
@@ -236,3 +238,20 @@ def test_errors_name_the_bad_value(presets, opt_preset):
         add_biases(mlp, "value")
     with pytest.raises(AddedBiasError, match="`Dense` and `EinsumDense`"):
         add_bias(keras.layers.LayerNormalization())
+
+
+def test_terms_must_be_a_str_or_a_list_of_str():
+    inputs = keras.Input((3, 4))
+    outputs = keras.layers.MultiHeadAttention(2, 2, use_bias=False)(
+        inputs, inputs
+    )
+    model = keras.Model(inputs, outputs)
+    for terms in (None, 5):
+        with pytest.raises(TypeError, match=re.escape(
+            f"`terms` must be a str or a list of str. Received: terms={terms}"
+        )):
+            add_biases(model, terms)
+    assert all(
+        layer.bias is None for layer in model.layers[1]._layers
+        if isinstance(layer, keras.layers.EinsumDense)
+    )

@@ -6,15 +6,20 @@ import sys
 import warnings
 
 import keras
+import keras_hub
 import numpy as np
 import pytest
 
 import beft_keras
+from beft_keras import gradients
 from tests.conftest import NUM_LAYERS
+from tests.conftest import VOCABULARY_SIZE
 from tests.conftest import bert_inputs
 from tests.conftest import next_backend
+from tests.conftest import randomize_biases
 from tests.conftest import snapshot
 from tests.conftest import tiny_classifier
+from tests.conftest import token_batch
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -486,3 +491,141 @@ def test_zero_starting_biases_tie_and_are_warned_of(bert_preset):
         warnings.simplefilter("always")
         _run_probe(bert_preset)
     assert not [w for w in record if "tie at" in str(w.message)]
+
+
+def test_two_biases_of_a_term_in_a_layer_are_scored_as_one():
+    # A gated feed-forward (Llama) has two `ffn_intermediate` projections a
+    # layer, gate and up, both given biases by `add_biases`: each layer's
+    # score is of the two as one vector (the last one alone was scored).
+    keras.utils.set_random_seed(0)
+    backbone = keras_hub.models.LlamaBackbone(
+        vocabulary_size=VOCABULARY_SIZE, num_layers=2, num_query_heads=2,
+        num_key_value_heads=1, hidden_dim=8, intermediate_dim=16,
+    )
+    beft_keras.add_biases(backbone, ["value", "ffn_intermediate"])
+    randomize_biases(backbone)
+    model = keras_hub.models.LlamaCausalLM(backbone, preprocessor=None)
+    beft_keras.BiasOnlyTrainable("all").apply(model)
+    model.compile(
+        optimizer=keras.optimizers.SGD(0.5),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        weighted_metrics=[],
+    )
+    token_ids, padding_mask, _ = token_batch(8)
+    x = {"token_ids": token_ids[:, :-1], "padding_mask": padding_mask[:, :-1]}
+    y = token_ids[:, 1:]
+    biases = [
+        b for b in beft_keras.bias_terms(model) if b.term == "ffn_intermediate"
+    ]
+    assert [b.layer_index for b in biases] == [0, 0, 1, 1]
+    positions = [
+        [id(v) for v in model.trainable_variables].index(id(b.variable))
+        for b in biases
+    ]
+    grads = gradients.loss_gradient_function(model)(x, y)
+    before = snapshot(model)
+    probe = beft_keras.BeftProbe(
+        data=[(x, y)], candidates=["value", "ffn_intermediate"], verbose=0
+    )
+    model.fit(x, y, batch_size=8, verbose=0, callbacks=[probe])
+    after = snapshot(model)
+    row = probe.results.terms.index("ffn_intermediate")
+    for layer in (0, 1):
+        cell = [b for b in biases if b.layer_index == layer]
+        pre = np.concatenate([before[b.path].astype("float64") for b in cell])
+        post = np.concatenate([after[b.path].astype("float64") for b in cell])
+        grad = np.concatenate(
+            [grads[p] for b, p in zip(biases, positions) if b in cell]
+        )
+        expected = {
+            "beft": 1 - pre @ post / max(pre @ pre, post @ post),
+            "magnitude": np.mean(np.abs(post - pre)),
+            "fisher": np.mean(grad**2),
+        }
+        for method, value in expected.items():
+            assert probe.results.layer_scores[method][row, layer] == (
+                pytest.approx(value, rel=1e-12)
+            ), (method, layer)
+
+
+def _mha_model(dtype=None):
+    """Keras' own MultiHeadAttention under a dense head, non-zero biases,
+    every bias trainable."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((5, 8))
+    x = keras.layers.MultiHeadAttention(2, 4, dtype=dtype, name="attention")(
+        inputs, inputs
+    )
+    x = keras.layers.GlobalAveragePooling1D(dtype=dtype)(x)
+    model = keras.Model(inputs, keras.layers.Dense(2, dtype=dtype)(x))
+    rng = np.random.default_rng(0)
+    for bias in beft_keras.bias_terms(model):
+        bias.variable.assign(rng.normal(0.0, 0.5, bias.shape))
+    beft_keras.BiasOnlyTrainable("all").apply(model)
+    model.compile(
+        optimizer=keras.optimizers.SGD(0.1),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(16, 5, 8)).astype("float32")
+    return model, x, rng.integers(0, 2, 16).astype("int32")
+
+
+def test_bfloat16_gradients_are_measured():
+    # PyTorch's `Tensor.numpy()` has no bfloat16 ("Got unsupported
+    # ScalarType BFloat16").
+    model, x, y = _mha_model(dtype="bfloat16")
+    probe = beft_keras.BeftProbe(data=(x, y), verbose=0)
+    model.fit(x, y, batch_size=8, verbose=0, callbacks=[probe])
+    fisher = probe.results.averages["fisher"]
+    assert all(np.isfinite(list(fisher.values())))
+    assert fisher["value"] > 0.0
+
+
+def test_data_that_repeats_forever_needs_max_batches():
+    import tensorflow as tf
+
+    model, x, y = _mha_model()
+    data = tf.data.Dataset.from_tensor_slices((x, y)).batch(8).repeat()
+    before = snapshot(model)
+    probe = beft_keras.BeftProbe(data=data, max_batches=None, verbose=0)
+    with pytest.raises(ValueError, match=re.escape(
+        "`data` repeats forever and `max_batches=None` measures all of it"
+    )):
+        model.fit(x, y, batch_size=8, verbose=0, callbacks=[probe])
+    after = snapshot(model)
+    assert all(np.array_equal(after[p], v) for p, v in before.items())
+    # A bound on it measures that many batches.
+    probe = beft_keras.BeftProbe(data=data, max_batches=3, verbose=0)
+    model.fit(x, y, batch_size=8, verbose=0, callbacks=[probe])
+    assert probe._squared_gradients[0].shape[0] == 3
+
+
+def test_a_non_finite_gradient_names_the_batch_not_the_fit():
+    # Measured before any step: the probe fit cannot have diverged.
+    model, x, y = _mha_model()
+    x_nan = x.copy()
+    x_nan[9, 0, 0] = np.nan
+    probe = beft_keras.BeftProbe(data=(x_nan, y), batch_size=8, verbose=0)
+    with pytest.raises(ValueError, match=re.escape(
+        "The gradient of bias 'attention/query/bias' on batch 1 of `data` "
+        "holds NaN values at the starting weights, before any training"
+    )):
+        model.fit(x, y, batch_size=8, verbose=0, callbacks=[probe])
+
+
+def test_progress_of_fewer_batches_than_max_batches_ends_its_line(capsys):
+    # A generator's length is unknown: the bar's target is `max_batches`,
+    # which it never reached, and the table was printed on its line.
+    model, x, y = _mha_model()
+    data = ((x[i:i + 8], y[i:i + 8]) for i in (0, 8))
+    probe = beft_keras.BeftProbe(data=data, verbose=1)
+    model.fit(x, y, batch_size=8, verbose=0, callbacks=[probe])
+    assert "\nBEFT probe: scores averaged over 1 layers" in (
+        capsys.readouterr().out
+    )
+
+
+def test_ties_of_a_method_not_measured_are_refused_by_name():
+    with pytest.raises(ValueError, match="No 'fisher' scores in these"):
+        _results({"query": 0.4, "value": 0.5}).tied_with_selected("fisher")

@@ -38,3 +38,12 @@ def test_random_bias_mask_needs_a_positive_int(num_params):
         rf"Received: num_params={re.escape(repr(num_params))}"
     )):
         beft_keras.RandomBiasMask(num_params)
+
+
+@pytest.mark.parametrize("seed", ["0", -1, 1.5, None])
+def test_random_bias_mask_needs_a_non_negative_int_seed(seed):
+    # numpy would refuse it only when the fit begins.
+    with pytest.raises(ValueError, match=re.escape(
+        f"`seed` must be a non-negative int. Received: seed={seed!r}"
+    )):
+        beft_keras.RandomBiasMask(4, seed=seed)

@@ -1,9 +1,12 @@
+import re
+
 import keras
 import keras_hub
 import numpy as np
 import pytest
 
 import beft_keras
+from beft_keras import tuning
 from tests.conftest import HIDDEN_DIM
 from tests.conftest import NUM_LAYERS
 from tests.conftest import bert_inputs
@@ -404,3 +407,63 @@ def test_nothing_to_train_is_refused_before_anything_changes(opt_preset):
     )):
         beft_keras.BiasOnlyTrainable([]).apply(causal_lm)
     assert [v.trainable for v in causal_lm.weights] == flags
+
+
+def test_layers_of_a_model_without_transformer_layers():
+    plain = keras.Sequential(
+        [keras.Input((3,)), keras.layers.Dense(2)], name="mlp"
+    )
+    with pytest.raises(ValueError, match=re.escape(
+        "Model 'mlp' has no transformer layer (no attention layer), "
+        "so `layers` must be None. Received: layers=[0]"
+    )):
+        beft_keras.BiasOnlyTrainable("other", layers=0).apply(plain)
+
+
+def _attention_model(use_bias=True):
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((6, 4))
+    x = keras.layers.MultiHeadAttention(
+        2, 4, use_bias=use_bias, name="attention"
+    )(inputs, inputs)
+    x = keras.layers.GlobalAveragePooling1D()(x)
+    model = keras.Model(inputs, keras.layers.Dense(2, name="head")(x))
+    rng = np.random.default_rng(0)
+    for variable in model.weights:
+        variable.assign(rng.normal(0.0, 0.5, variable.shape))
+    return model
+
+
+def test_tuning_terms_must_be_a_str_or_a_list_of_str():
+    for terms in (5, None):
+        with pytest.raises(TypeError, match=re.escape(
+            f"`terms` must be a str or a list of str. Received: terms={terms}"
+        )):
+            tuning.parse_terms(terms)
+
+
+def test_full_tuning_of_a_compiled_model_trains_every_weight():
+    # A model compiled (and trained) for its head alone: `full` must reach
+    # the train function, as `BiasOnlyTrainable` does.
+    model = _attention_model()
+    _compile(model)
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(8, 6, 4)).astype("float32")
+    y = rng.integers(0, 2, 8)
+    tuning.make_trainable(model, "head")
+    model.fit(x, y, batch_size=8, verbose=0)
+    before = snapshot(model)
+    setup = tuning.make_trainable(model, "full")
+    assert setup.trainable_params == setup.total_params
+    model.fit(x, y, batch_size=8, verbose=0)
+    # Every weight but the key bias (no gradient in softmax attention).
+    assert set(before) - _changed(before, model) <= {"attention/key/bias"}
+
+
+def test_random_tuning_without_a_value_bias_changes_no_flag():
+    model = _attention_model(use_bias=False)
+    with pytest.raises(ValueError, match=re.escape(
+        "has no value bias (b_v), whose size the 'random' mask takes"
+    )):
+        tuning.make_trainable(model, "random")
+    assert all(v.trainable for v in model.weights)
