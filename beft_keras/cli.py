@@ -88,6 +88,8 @@ def _parser():
         description="Bias-efficient fine-tuning (BEFT) of language models.",
     )
     commands = parser.add_subparsers(dest="command", required=True)
+    # Each command's parser, by name.
+    parser.commands = commands.choices
     for name, description in _DESCRIPTIONS.items():
         command = commands.add_parser(
             name, help=description.split(";")[0], description=description
@@ -235,8 +237,15 @@ def _add_common_arguments(command):
 
 
 def main(argv=None):
+    parser = _parser()
     try:
-        args = _parser().parse_args(argv)
+        args, unknown = parser.parse_known_args(argv)
+        if unknown:
+            # Reported by the command's own parser, whose --help lists the
+            # options it takes (the top parser's lists only the commands).
+            parser.commands[args.command].error(
+                f"unrecognized arguments: {' '.join(unknown)}"
+            )
     except SystemExit as exit:
         # --help, or bad arguments (already reported): the exit code.
         return exit.code
@@ -267,10 +276,12 @@ def main(argv=None):
         return _fail(message)
     except KeyboardInterrupt:
         outputs.remove_empty(created)
-        print(
-            "beft: interrupted; the seeds that finished are kept.",
-            file=sys.stderr,
+        # `predict` writes its one file at the end, atomically.
+        kept = (
+            "nothing was written" if args.command == "predict"
+            else "the seeds that finished are kept"
         )
+        print(f"beft: interrupted; {kept}.", file=sys.stderr)
         return 130
     return 0
 
@@ -311,13 +322,16 @@ def _check(args):
         for path, what in ((args.input, "input"), (args.delta, "delta")):
             if not os.path.isfile(path):
                 raise ValueError(f"No {what} file '{path}'.")
-        if os.path.isdir(args.output):
+        # A name ending in a separator (or none) is a folder too: found
+        # only when the predictions are written, after all the work.
+        if not os.path.basename(args.output) or os.path.isdir(args.output):
             raise ValueError(f"Output '{args.output}' is a folder, not a file.")
-        if os.path.realpath(args.output) == os.path.realpath(args.input):
-            raise ValueError(
-                f"Output '{args.output}' is the input file: choose another "
-                "--output, so that the input is kept."
-            )
+        for path, what in ((args.input, "input"), (args.delta, "delta")):
+            if os.path.realpath(args.output) == os.path.realpath(path):
+                raise ValueError(
+                    f"Output '{args.output}' is the {what} file: choose "
+                    f"another --output, so that the {what} is kept."
+                )
         # The output's folder is created if needed: the nearest one that
         # exists must take files.
         folder = os.path.dirname(os.path.abspath(args.output))

@@ -281,6 +281,20 @@ class SiamesePreprocessor:
         return features
 
 
+def check_head_options(pooling, pair_encoding):
+    """Raises `ValueError` unless `pooling` is one of `POOLINGS` and
+    `pair_encoding` one of `PAIR_ENCODINGS` (either may be `None`)."""
+    if pooling is not None and pooling not in POOLINGS:
+        raise ValueError(
+            f"Unknown pooling {pooling!r}: one of {list(POOLINGS)}."
+        )
+    if pair_encoding is not None and pair_encoding not in PAIR_ENCODINGS:
+        raise ValueError(
+            f"Unknown pair encoding {pair_encoding!r}: one of "
+            f"{list(PAIR_ENCODINGS)}."
+        )
+
+
 def load_encoder_classifier(model, num_classes, pooling, pair_encoding=CROSS):
     """An encoder preset's model for a classification or regression task.
 
@@ -295,15 +309,7 @@ def load_encoder_classifier(model, num_classes, pooling, pair_encoding=CROSS):
     Returns:
         The model, without preprocessor.
     """
-    if pooling not in POOLINGS:
-        raise ValueError(
-            f"Unknown pooling {pooling!r}: one of {list(POOLINGS)}."
-        )
-    if pair_encoding not in PAIR_ENCODINGS:
-        raise ValueError(
-            f"Unknown pair encoding {pair_encoding!r}: one of "
-            f"{list(PAIR_ENCODINGS)}."
-        )
+    check_head_options(pooling, pair_encoding)
     if pair_encoding == SIAMESE:
         embedder = keras_hub.models.TextEmbedder.from_preset(
             model, pooling_mode=pooling, normalize=False, preprocessor=None

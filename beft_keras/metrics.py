@@ -28,7 +28,9 @@ def mcc(y_true, y_pred):
     scikit-learn. It is 0 where it is undefined, for example when every
     prediction is the same class.
     """
-    confusion = _confusion(*_check(y_true, y_pred))
+    # In float: the products of counts pass int64's range from about
+    # 80,000 examples on.
+    confusion = _confusion(*_check(y_true, y_pred)).astype("float64")
     total = confusion.sum()
     correct = np.trace(confusion)
     true_counts = confusion.sum(axis=1)
@@ -179,6 +181,15 @@ def _check(y_true, y_pred):
             f"length. Received: shapes {y_true.shape} and {y_pred.shape}. "
             "For logits, use `predictions_from_logits` first."
         )
+    for name, values in (("y_true", y_true), ("y_pred", y_pred)):
+        # NaN equals nothing, not even itself: it would be scored as a
+        # wrong class, or make a correlation NaN.
+        if values.dtype.kind in "fc" and not np.all(np.isfinite(values)):
+            index = int(np.flatnonzero(~np.isfinite(values))[0])
+            raise MetricError(
+                f"`{name}` must be finite. Received: {name}[{index}]="
+                f"{values[index]}"
+            )
     return y_true, y_pred
 
 

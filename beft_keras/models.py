@@ -55,8 +55,12 @@ def load_classifier(
     Raises:
         ValueError: if the preset cannot be loaded, or has no model for
             the task, or `sequence_length` exceeds the model's longest
-            input.
+            input, or `pooling` or `pair_encoding` is unknown, or given
+            for a causal LM.
     """
+    # Checked first: inside the loading below, a bad value would read as
+    # a preset that cannot load.
+    heads.check_head_options(pooling, pair_encoding)
     if spec.is_generation:
         try:
             causal_lm = keras_hub.models.CausalLM.from_preset(model)
@@ -65,11 +69,13 @@ def load_classifier(
                 f"Task '{spec.name}' needs a causal LM preset (OPT, GPT-2, "
                 f"Qwen, ...). {_load_error(model, error)}"
             ) from error
+        _check_no_head(model, pooling, pair_encoding)
         _check_sequence_length(causal_lm.backbone, sequence_length)
         _ensure_value_biases(causal_lm.backbone)
         return causal_lm.preprocessor.tokenizer, type(causal_lm)(
             backbone=causal_lm.backbone, preprocessor=None
         )
+    given = pooling, pair_encoding
     pair_encoding = pair_encoding or heads.default_pair_encoding(model, spec)
     if pair_encoding == heads.SIAMESE and len(spec.features) != 2:
         raise ValueError(
@@ -96,6 +102,7 @@ def load_classifier(
             if "Unable to find a subclass" in str(error):
                 error = causal_error
             raise _load_error(model, error) from error
+        _check_no_head(model, *given)
         return _prompted_classifier(causal_lm, spec, sequence_length)
     _check_sequence_length(classifier.backbone, sequence_length)
     if pair_encoding == heads.SIAMESE:
@@ -192,6 +199,17 @@ def _ensure_value_biases(backbone):
     ]
     if values and all(getattr(v, "bias", None) is None for v in values):
         add_biases(backbone, terms_lib.VALUE)
+
+
+def _check_no_head(model, pooling, pair_encoding):
+    """A causal LM is prompted, never given an encoder's head: a head
+    asked for would otherwise be dropped without a word."""
+    if pooling is not None or pair_encoding is not None:
+        raise ValueError(
+            f"'{model}' is a causal LM, which is prompted: `pooling` and "
+            "`pair_encoding` (--pooling, --pair-encoding) choose an "
+            "encoder's head; leave them unset."
+        )
 
 
 def _check_sequence_length(backbone, sequence_length):

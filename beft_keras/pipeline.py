@@ -4,6 +4,7 @@ evaluate; and prediction with a tuned model."""
 import contextlib
 import dataclasses
 import math
+import numbers
 import time
 
 import keras
@@ -248,7 +249,9 @@ def probe(run, epochs=1, learning_rate=None, probe_batches=32, verbose=1):
     """
     arguments.check_positive_int("epochs", epochs)
     arguments.check_positive_int("probe_batches", probe_batches)
-    learning_rate = _learning_rate(learning_rate, run.settings.learning_rate)
+    learning_rate = _learning_rate(
+        learning_rate, run.settings.learning_rate, run.spec
+    )
     beft_probe = BeftProbe(
         data=run.probe_batches, max_batches=probe_batches, verbose=verbose
     )
@@ -283,14 +286,15 @@ def tune(run, terms, epochs=None, learning_rate=None, verbose=1,
     """
     start = time.perf_counter()
     terms = tuning.parse_terms(terms)
-    epochs = run.settings.epochs if epochs is None else epochs
+    if epochs is None:
+        epochs = _default("epochs", run.settings.epochs, run.spec)
     arguments.check_positive_int("epochs", epochs)
     default_rate = (
         run.settings.full_learning_rate
         if terms == (tuning.FULL,)
         else run.settings.learning_rate
     )
-    learning_rate = _learning_rate(learning_rate, default_rate)
+    learning_rate = _learning_rate(learning_rate, default_rate, run.spec)
     with run.scope():
         setup = tuning.make_trainable(run.classifier, terms, seed=run.seed)
         _fit(
@@ -538,11 +542,23 @@ def _distributable(distribution, dataset):
     return distribution_lib.boolean_inputs_as_int(dataset)
 
 
-def _learning_rate(learning_rate, default):
+def _default(name, default, spec):
+    """A setting left `None`: the task's default, which a custom task
+    lacks."""
+    if default is None:
+        raise ValueError(
+            f"Task '{spec.name}' has no default `{name}` "
+            "(`beft_keras.training_settings`): pass one."
+        )
+    return default
+
+
+def _learning_rate(learning_rate, default, spec):
     if learning_rate is None:
-        return default
+        return _default("learning_rate", default, spec)
     if not (
-        isinstance(learning_rate, (int, float))
+        isinstance(learning_rate, numbers.Real)
+        and not isinstance(learning_rate, bool)
         and math.isfinite(learning_rate)
         and learning_rate > 0
     ):

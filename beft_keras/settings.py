@@ -18,8 +18,9 @@ class TrainingSettings:
 
     Attributes:
         learning_rate: float. AdamW's rate for bias-only and head-only
-            fine-tuning and for the probe.
-        epochs: int. Fine-tuning epochs.
+            fine-tuning and for the probe; `None` for a task with no
+            default (a custom `TaskSpec` on an encoder).
+        epochs: int. Fine-tuning epochs; `None` where `learning_rate` is.
         full_learning_rate: float. The rate for full fine-tuning.
     """
 
@@ -74,7 +75,9 @@ def training_settings(task, kind=ENCODER, siamese=False):
     if kind == ENCODER and siamese and name in _SIAMESE:
         learning_rate, epochs = _SIAMESE[name]
     elif kind == ENCODER:
-        learning_rate, epochs = _ENCODER[name]
+        # A task of the caller's own `TaskSpec` has none: its fits are
+        # given their rate and epochs.
+        learning_rate, epochs = _ENCODER.get(name, (None, None))
     elif kind == CAUSAL_LM:
         learning_rate, epochs = _CAUSAL_LM.get(name, _CAUSAL_LM_DEFAULT)
     else:

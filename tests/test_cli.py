@@ -425,3 +425,70 @@ def test_summary_of_seeds_that_trained_different_terms():
     assert cli._table(same).splitlines()[1] == (
         "  trained: value: 66 params (0.0660%)"
     )
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["tune", "--task", "sst2", "--probe-epochs", "2"],
+         "unrecognized arguments: --probe-epochs 2 (see `beft tune --help`)"),
+        (["predict", "--task", "sst2", "--input", "a", "--delta", "b",
+          "--overwrite"],
+         "unrecognized arguments: --overwrite (see `beft predict --help`)"),
+    ],
+)
+def test_an_unknown_option_points_to_its_commands_help(args, message, capsys):
+    # `beft --help` lists the commands, not the options of any.
+    assert cli.main(args) == 2
+    assert capsys.readouterr().err == f"beft: error: {message}\n"
+
+
+@pytest.mark.parametrize("name", ["", "new/"])
+def test_predict_refuses_an_output_that_names_a_folder_before_any_work(
+    name, tmp_path, capsys, monkeypatch
+):
+    texts = tmp_path / "texts.tsv"
+    texts.write_text("sentence\ngood\n")
+    monkeypatch.setattr(pipeline, "predict", None)  # never reached
+    assert cli.main(
+        ["predict", "--task", "sst2", "--input", str(texts),
+         "--delta", str(texts), "--output", name]
+    ) == 2
+    assert capsys.readouterr().err == (
+        f"beft: error: Output '{name}' is a folder, not a file.\n"
+    )
+
+
+def test_an_interrupted_predict_says_nothing_was_written(
+    tmp_path, capsys, monkeypatch
+):
+    texts = tmp_path / "texts.tsv"
+    texts.write_text("sentence\ngood\n")
+
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipeline, "predict", interrupt)
+    assert cli.main(
+        ["predict", "--task", "sst2", "--input", str(texts),
+         "--delta", str(texts), "--output", str(tmp_path / "p.tsv")]
+    ) == 130
+    assert capsys.readouterr().err == "beft: interrupted; nothing was written.\n"
+    assert sorted(os.listdir(tmp_path)) == ["texts.tsv"]
+
+
+def test_predict_keeps_its_delta(tmp_path, capsys, monkeypatch):
+    texts = tmp_path / "texts.tsv"
+    texts.write_text("sentence\ngood\n")
+    delta = tmp_path / "delta.safetensors"
+    delta.write_bytes(b"tuned")
+    monkeypatch.setattr(pipeline, "predict", None)  # never reached
+    assert cli.main(
+        ["predict", "--task", "sst2", "--input", str(texts),
+         "--delta", str(delta), "--output", str(tmp_path / "." / delta.name)]
+    ) == 2
+    assert capsys.readouterr().err == (
+        f"beft: error: Output '{tmp_path / '.' / delta.name}' is the delta "
+        "file: choose another --output, so that the delta is kept.\n"
+    )
+    assert delta.read_bytes() == b"tuned"

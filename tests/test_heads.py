@@ -137,6 +137,54 @@ def test_siamese_needs_a_pair(classifier_preset, tmp_path, capsys):
         in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    "head", [["--pooling", "mean"], ["--pair-encoding", "cross"]]
+)
+@pytest.mark.parametrize("task", ["sst2", "squad"])
+def test_a_causal_lm_refuses_an_encoders_head(
+    head, task, causal_lm_preset, tmp_path, capsys
+):
+    """A decoder is prompted: the head asked for was dropped unsaid."""
+    from tests.conftest import write_squad_task
+    from tests.conftest import write_sst2_task
+
+    write = write_squad_task if task == "squad" else write_sst2_task
+    data_dir = write(tmp_path / "glue")
+    output = tmp_path / "out"
+    code = cli.main(
+        ["tune", "--task", task, "--data-dir", str(data_dir),
+         "--model", causal_lm_preset, "--sequence-length", "12", *head,
+         "--output", str(output)]
+    )
+    assert code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"beft: error: '{causal_lm_preset}' is a causal LM, which is "
+        "prompted: `pooling` and `pair_encoding` (--pooling, "
+        "--pair-encoding) choose an encoder's head; leave them unset."
+    )
+    assert not output.exists()
+
+
+@pytest.mark.parametrize(
+    "head, message",
+    [
+        (dict(pooling="max"), "Unknown pooling 'max': one of ['cls', 'mean']."),
+        (dict(pair_encoding="both"),
+         "Unknown pair encoding 'both': one of ['cross', 'siamese']."),
+    ],
+)
+def test_an_unknown_head_is_named_not_read_as_a_failed_load(
+    head, message, classifier_preset
+):
+    from beft_keras import models
+
+    with pytest.raises(ValueError) as error:
+        models.load_classifier(
+            classifier_preset, beft_keras.get_task("rte"), 12, **head
+        )
+    assert str(error.value) == message
+
+
 def test_default_pair_encoding(tmp_path):
     stsb, rte = beft_keras.get_task("stsb"), beft_keras.get_task("rte")
     from beft_keras import heads

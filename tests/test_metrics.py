@@ -201,3 +201,29 @@ def test_squad_refuses_a_bare_reference_str():
     assert metrics.compute_metrics(
         "squad", [["Denver Broncos"], ("Broncos",)], ["Denver Broncos", "x"]
     ) == {"exact_match": 0.5, "token_f1": 0.5}
+
+
+def test_mcc_of_a_large_set_matches_the_binary_formula():
+    # 200,000 examples: the products of counts overflow int64.
+    n = 100_000
+    y_true = np.repeat([0, 1], n)
+    y_pred = np.concatenate([np.repeat([1, 0], n // 2), np.ones(n, int)])
+    # TP = n, TN = FP = n / 2, FN = 0.
+    tp, tn, fp, fn = n, n // 2, n // 2, 0
+    expected = (tp * tn - fp * fn) / np.sqrt(
+        float(tp + fp) * (tp + fn) * (tn + fp) * (tn + fn)
+    )
+    assert metrics.mcc(y_true, y_pred) == pytest.approx(expected)
+    assert expected == pytest.approx(1 / np.sqrt(3))
+
+
+@pytest.mark.parametrize("metric", ["accuracy", "mcc", "pearson", "spearman"])
+@pytest.mark.parametrize("side", ["y_true", "y_pred"])
+def test_non_finite_values_are_refused(metric, side):
+    values = {"y_true": [0.0, 1.0, 1.0], "y_pred": [0.0, 1.0, 0.0]}
+    values[side] = [0.0, np.nan, 1.0]
+    with pytest.raises(
+        metrics.MetricError, match=rf"`{side}` must be finite. "
+        rf"Received: {side}\[1\]=nan"
+    ):
+        metrics.METRICS[metric](**values)

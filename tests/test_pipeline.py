@@ -328,3 +328,50 @@ def test_prepare_batches_as_asked(classifier_preset, tmp_path):
         dev_shapes.append([f["padding_mask"].shape for f, _ in
                            run.dev_batches.as_numpy_iterator()])
     assert dev_shapes[0] == dev_shapes[1]
+
+
+def test_a_custom_task_trains_at_the_rate_and_epochs_it_is_given(
+    classifier_preset, tmp_path
+):
+    """A `TaskSpec` of the caller's own has no paper settings: it loads,
+    and its fits ask for the rate and epochs the table cannot give."""
+    write_sst2_task(tmp_path / "glue")
+    (tmp_path / "glue" / "sst2").rename(tmp_path / "glue" / "mood")
+    spec = data.TaskSpec(
+        name="mood", features=("sentence",), num_classes=2,
+        metrics=("f1", "accuracy"), tfds_name="none/mood",
+        dev_split="validation", regimes={"low": 16, "full": None},
+    )
+    run = pipeline.prepare(spec, str(tmp_path / "glue"), classifier_preset,
+                           batch_size=8, sequence_length=12)
+    assert (run.settings.learning_rate, run.settings.epochs) == (None, None)
+    with pytest.raises(ValueError, match=(
+        r"^Task 'mood' has no default `epochs` "
+        r"\(`beft_keras.training_settings`\): pass one.$"
+    )):
+        pipeline.tune(run, "value", verbose=0)
+    with pytest.raises(ValueError, match="no default `learning_rate`"):
+        pipeline.tune(run, "value", epochs=1, verbose=0)
+    with pytest.raises(ValueError, match="no default `learning_rate`"):
+        pipeline.probe(run, verbose=0)
+    # A numpy float is a rate too (2**-10: exact in float32).
+    result = pipeline.tune(
+        run, "value", epochs=1, learning_rate=np.float32(2**-10), verbose=0
+    )
+    assert (result["epochs"], result["learning_rate"]) == (1, 2**-10)
+    assert list(result["metrics"]) == ["f1", "accuracy"]
+
+
+@pytest.mark.parametrize("learning_rate", [True, "1e-3", np.nan])
+def test_tune_refuses_a_learning_rate_that_is_no_number(
+    learning_rate, classifier_preset, tmp_path
+):
+    data_dir = str(write_sst2_task(tmp_path / "glue", num_train=8, num_dev=8))
+    run = pipeline.prepare("sst2", data_dir, classifier_preset,
+                           batch_size=8, sequence_length=12)
+    with pytest.raises(ValueError, match=(
+        r"^`learning_rate` must be a finite number above 0. Received: "
+        rf"learning_rate={learning_rate!r}$"
+    )):
+        pipeline.tune(run, "value", epochs=1, learning_rate=learning_rate,
+                      verbose=0)

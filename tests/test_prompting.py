@@ -382,6 +382,22 @@ def test_verbalizer_classifier_refuses_a_causal_lm(prompt_preset):
     assert classifier.backbone is causal_lm.backbone
 
 
+@pytest.mark.parametrize("token_ids", [[TERRIBLE, -1], [TERRIBLE, 10**6]])
+def test_verbalizer_classifier_refuses_ids_outside_the_vocabulary(
+    token_ids, prompt_preset
+):
+    """-1 read the last token's logit; past the end, JAX gave NaN and
+    TensorFlow and torch failed only when the model was called."""
+    backbone = keras_hub.models.OPTBackbone.from_preset(prompt_preset)
+    size = backbone.token_embedding.input_dim
+    with pytest.raises(PromptError) as error:
+        VerbalizerClassifier(backbone, token_ids)
+    assert str(error.value) == (
+        "`verbalizer_token_ids` must be ids of the backbone's vocabulary, "
+        f"from 0 to {size - 1}. Received: {token_ids}"
+    )
+
+
 def test_task_prompts_fill_with_their_tasks_features():
     for name, prompt in beft_keras.TASK_PROMPTS.items():
         spec = beft_keras.get_task(name)

@@ -34,6 +34,21 @@ def test_unknown_kind_or_task():
         beft_keras.training_settings("nope")
 
 
+def test_a_custom_task_has_no_encoder_defaults():
+    spec = beft_keras.data.TaskSpec(
+        name="mood", features=("sentence",), num_classes=2,
+        metrics=("accuracy",), tfds_name="none/mood",
+        dev_split="validation", regimes={"full": None},
+    )
+    assert beft_keras.training_settings(spec) == (
+        beft_keras.TrainingSettings(None, None)
+    )
+    # OPT's settings are the paper's for every task.
+    assert beft_keras.training_settings(spec, "causal_lm") == (
+        beft_keras.TrainingSettings(1e-3, 5)
+    )
+
+
 def test_siamese_heads_have_their_own_settings():
     assert beft_keras.training_settings("stsb", siamese=True) == (
         beft_keras.TrainingSettings(1e-3, 15)

@@ -61,6 +61,15 @@ class VerbalizerClassifier(keras.Model):
                 "`verbalizer_token_ids` must hold at least two different "
                 f"tokens. Received: {token_ids}"
             )
+        vocabulary_size = backbone.token_embedding.input_dim
+        # Out of range, an id would read another token's logit (a negative
+        # one counts from the end) or NaN (JAX), or fail only when called.
+        if not all(0 <= i < vocabulary_size for i in token_ids):
+            raise PromptError(
+                "`verbalizer_token_ids` must be ids of the backbone's "
+                f"vocabulary, from 0 to {vocabulary_size - 1}. "
+                f"Received: {token_ids}"
+            )
         # Functional, as keras-hub tasks are: built as soon as it exists.
         inputs = backbone.input
         hidden = backbone(inputs)
