@@ -5,6 +5,7 @@ failure ends in one line, `beft: error: ...`, and exit code 2.
 """
 
 import argparse
+import importlib.metadata
 import json
 import math
 import os
@@ -87,6 +88,12 @@ def _parser():
         prog="beft",
         description="Bias-efficient fine-tuning (BEFT) of language models.",
     )
+    # From the installed package's metadata: importing beft_keras would
+    # start Keras before the backend is checked.
+    parser.add_argument(
+        "--version", action="version",
+        version=f"beft {importlib.metadata.version('beft-keras')}",
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     # Each command's parser, by name.
     parser.commands = commands.choices
@@ -145,8 +152,15 @@ def _parser():
         help="the base preset the delta was trained on "
         "(default: the all-MiniLM-L6-v2 package)",
     )
-    predict.add_argument("--batch-size", type=_positive_int, default=64)
-    predict.add_argument("--sequence-length", type=_positive_int, default=128)
+    predict.add_argument(
+        "--batch-size", type=_positive_int, default=64,
+        help="examples per prediction batch (default: 64)",
+    )
+    predict.add_argument(
+        "--sequence-length", type=_positive_int, default=128,
+        help="tokens an input is truncated to, at most the model's longest "
+        "input (default: 128)",
+    )
     _add_head_arguments(predict)
     predict.add_argument(
         "--allow-base-mismatch", action="store_true",
@@ -220,7 +234,10 @@ def _add_common_arguments(command):
         help="above 0 (default: the task's bias-only rate for the model "
         "kind; 1e-5 for full fine-tuning)",
     )
-    command.add_argument("--batch-size", type=_positive_int, default=16)
+    command.add_argument(
+        "--batch-size", type=_positive_int, default=16,
+        help="examples per training batch (default: 16)",
+    )
     command.add_argument(
         "--sequence-length", type=_positive_int, default=128,
         help="longest padded batch, at most the model's longest input; "

@@ -195,14 +195,17 @@ class BiasOnlyTrainable:
         head = [v for v in head if id(v) not in unread]
         if not (chosen or head):
             # Refused before any flag changes: a fit would train nothing.
+            reasons = [
+                f"no bias of {list(self.terms)} is there to train"
+            ] if self.terms else []
+            reasons.append(
+                "it has no task head weights of its own (a causal LM's "
+                "output layer is its token embedding; a cosine head has "
+                "none)" if self.head else "`head=False`"
+            )
             raise ValueError(
-                f"Nothing of model '{model.name}' would train: no bias of "
-                f"{list(self.terms)} is there to train"
-                + (
-                    " and it has no task head of its own (a causal LM's "
-                    "output layer is its token embedding)"
-                    if self.head else ", and `head=False`"
-                )
+                f"Nothing of model '{model.name}' would train: "
+                + " and ".join(reasons)
                 + ". Name a bias term it has, such as 'value'."
             )
         trainable_ids = {id(b.variable) for b in chosen}

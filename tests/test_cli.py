@@ -7,6 +7,7 @@ import keras
 import numpy as np
 import pytest
 
+import beft_keras
 from beft_keras import cli
 from beft_keras import metrics
 from beft_keras import pipeline
@@ -137,6 +138,11 @@ def test_beft_tune(terms, trainable, classifier_preset, tmp_path):
     # One seed: a mean, and no spread.
     assert results["metrics"]["accuracy"]["std"] is None
     assert (output / "seed_0" / "delta.safetensors").exists()
+
+
+def test_version_is_the_package_version(capsys):
+    assert cli.main(["--version"]) == 0
+    assert capsys.readouterr().out == f"beft {beft_keras.__version__}\n"
 
 
 @pytest.mark.parametrize("command", ["probe", "tune", "run"])

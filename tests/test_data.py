@@ -657,8 +657,10 @@ def test_batch_multiple_trims_only_remainders(batching):
         shuffle=True, buckets=(4, 8), batch_multiple=2, batching=batching,
     )
     sizes = {
-        # Per bucket: 3 -> 2, 4 -> 4, 5 -> 4 + 0 (a lone example dropped).
-        "bucketed": [2, 4, 4],
+        # Per bucket: 3 -> 2, its remainder moving up: 1 + 4 -> 4, 1 + 5
+        # -> 4 + 2. (Dropped, a bucket smaller than the multiple would
+        # never train.)
+        "bucketed": [2, 4, 4, 2],
         # 12 examples in batches of 4.
         "mixed": [4, 4, 4],
     }[batching]
@@ -1003,19 +1005,20 @@ def test_batch_arrays_takes_lists_and_refuses_labels_that_are_not_numbers(
             data.make_dataset(examples, preprocessor, 2)
 
 
-@pytest.mark.parametrize("batching, lengths, expected", [
-    # One example in each of the buckets 4 and 8.
-    ("bucketed", [2, 6], "2 example\\(s\\): every length bucket holds"),
-    ("mixed", [2], "1 example\\(s\\): there are"),
-])
-def test_batch_arrays_refuses_to_drop_every_example(batching, lengths,
-                                                     expected):
+@pytest.mark.parametrize("batching", ["bucketed", "mixed"])
+def test_batch_arrays_refuses_to_drop_every_example(batching):
     with pytest.raises(DataError, match=(
-        rf"^No batch can be made of {expected} fewer than "
+        r"^No batch can be made of 1 example\(s\): fewer than "
         r"`batch_multiple`=2\.$"
     )):
-        data.batch_arrays(_masked(lengths, 8), np.arange(len(lengths)), 2,
+        data.batch_arrays(_masked([2], 8), np.arange(1), 2,
                           buckets=(4,), batch_multiple=2, batching=batching)
+    # One example in each of the buckets 4 and 8: one batch of the two.
+    dataset = data.batch_arrays(_masked([2, 6], 8), np.arange(2), 2,
+                                buckets=(4,), batch_multiple=2,
+                                batching=batching)
+    (features, labels), = _epoch(dataset)
+    assert features["padding_mask"].shape == (2, 8)
 
 
 def test_padding_efficiency_of_weighted_batches():
@@ -1043,8 +1046,9 @@ def _spec(**fields):
 def test_a_custom_task_spec(tmp_path):
     _write(tmp_path, "mytask", "train", "label\ttext\n2\ta\n0\tb\n")
     # A list of features is taken as a tuple.
-    spec = _spec(features=["text"])
+    spec = _spec(features=["text"], metrics=["accuracy", "f1"])
     assert spec.features == ("text",)
+    assert spec.metrics == ("accuracy", "f1")
     train = data.load_split(spec, "train", str(tmp_path))
     np.testing.assert_array_equal(train.features["text"], ["a", "b"])
     np.testing.assert_array_equal(train.labels, [2, 0])
@@ -1061,6 +1065,9 @@ def test_a_custom_task_spec(tmp_path):
     (dict(num_classes=-1), r"num_classes=-1$"),
     (dict(num_classes=2.0), r"num_classes=2\.0$"),
     (dict(regimes={"low": 0}), r"regimes\['low'\]=0$"),
+    # An empty tuple failed as an IndexError where the main metric is read.
+    (dict(metrics=()), r"^`metrics` must be a non-empty .* metrics=\(\)$"),
+    (dict(metrics="accuracy"), r"metrics='accuracy'$"),
 ])
 def test_a_custom_task_spec_is_checked(fields, expected):
     with pytest.raises(DataError, match=expected):

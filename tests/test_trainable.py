@@ -401,9 +401,9 @@ def test_nothing_to_train_is_refused_before_anything_changes(opt_preset):
     )
     flags = [v.trainable for v in causal_lm.weights]
     with pytest.raises(ValueError, match=(
-        r"^Nothing of model '.*' would train: no bias of \[\] is there to "
-        r"train and it has no task head of its own \(a causal LM's output "
-        r"layer is its token embedding\)\. Name a bias term it has"
+        r"^Nothing of model '.*' would train: it has no task head weights "
+        r"of its own \(a causal LM's output layer is its token embedding; "
+        r"a cosine head has none\)\. Name a bias term it has"
     )):
         beft_keras.BiasOnlyTrainable([]).apply(causal_lm)
     assert [v.trainable for v in causal_lm.weights] == flags

@@ -171,10 +171,12 @@ def batch_arrays(
         sample_weight: numpy array or None. Per-example or per-token
             weights, shaped and trimmed like `labels`.
         batch_multiple: int. Every batch's size is a multiple of it (data
-            parallel on JAX shards a batch evenly over the devices): a
-            bucket's last batch (the epoch's, when mixed) drops its
-            remainder, which other epochs' shuffles put in other batches.
-            `batch_size` must be a multiple of it. Defaults to `1`.
+            parallel on JAX shards a batch evenly over the devices): the
+            remainder of a bucket's last batch moves up to the next longer
+            bucket, and the epoch's last remainder (fewer than
+            `batch_multiple` examples) is dropped, a different draw each
+            shuffled epoch. `batch_size` must be a multiple of it.
+            Defaults to `1`.
 
     Returns:
         A `tf.data.Dataset` of `(features, labels)` or `(features, labels,
@@ -284,13 +286,9 @@ def batch_arrays(
     )
     if num_batches == 0:
         # An empty dataset would train on nothing without a word.
-        where = (
-            "every length bucket holds" if batching == BUCKETED
-            else "there are"
-        )
         raise DataError(
-            f"No batch can be made of {num_examples} example(s): {where} "
-            f"fewer than `batch_multiple`={batch_multiple}."
+            f"No batch can be made of {num_examples} example(s): fewer than "
+            f"`batch_multiple`={batch_multiple}."
         )
     dataset = tf.data.Dataset.from_generator(
         batches, output_signature=signature
@@ -426,14 +424,24 @@ def _sequence_length(preprocessor, sequence_length):
 def _bucketed_plan(example_buckets, lengths, batch_size, rng,
                    batch_multiple):
     """One epoch's batches, as `(example indices, length)`, each within one
-    bucket; shuffled with `rng` unless it is `None`."""
+    bucket; shuffled with `rng` unless it is `None`. The remainder that a
+    bucket cannot fill a multiple of `batch_multiple` with moves up to the
+    next longer bucket: a bucket smaller than the multiple would otherwise
+    never train."""
     order = _order(len(example_buckets), rng)
-    batches = [
-        (batch, length)
-        for bucket, length in enumerate(lengths)
-        for batch in _cut(order[example_buckets[order] == bucket],
-                          batch_size, batch_multiple)
-    ]
+    batches = []
+    carried = order[:0]
+    for bucket, length in enumerate(lengths):
+        indices = np.concatenate(
+            [carried, order[example_buckets[order] == bucket]]
+        )
+        if rng is not None and len(carried):
+            indices = rng.permutation(indices)
+        kept = len(indices) - len(indices) % batch_multiple
+        batches += [
+            (batch, length) for batch in _cut(indices[:kept], batch_size, 1)
+        ]
+        carried = indices[kept:]
     if rng is not None:
         batches = [batches[i] for i in rng.permutation(len(batches))]
     return batches

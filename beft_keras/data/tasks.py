@@ -57,7 +57,8 @@ class TaskSpec:
 
     Raises:
         DataError: if `features` is not a non-empty tuple (or list) of
-            distinct names, `num_classes` not an int of at least 0, or a
+            distinct names, `metrics` not a non-empty tuple (or list) of
+            names, `num_classes` not an int of at least 0, or a
             regime's size neither a positive int nor `None`.
 
     Example:
@@ -95,6 +96,19 @@ class TaskSpec:
                 "`features` must be a non-empty tuple of distinct feature "
                 f"names. Received: features={self.features!r}"
             )
+        metrics = self.metrics
+        if isinstance(metrics, list):
+            metrics = tuple(metrics)
+        # The first is the main metric every result is scored by.
+        if (
+            not isinstance(metrics, tuple)
+            or not metrics
+            or not all(isinstance(name, str) and name for name in metrics)
+        ):
+            raise DataError(
+                "`metrics` must be a non-empty tuple of metric names, the "
+                f"main one first. Received: metrics={self.metrics!r}"
+            )
         if not arguments.is_int(self.num_classes) or self.num_classes < 0:
             raise DataError(
                 "`num_classes` must be an int: the number of classes, 1 for "
@@ -107,6 +121,7 @@ class TaskSpec:
             )
         # The dataclass is frozen.
         object.__setattr__(self, "features", features)
+        object.__setattr__(self, "metrics", metrics)
 
     @property
     def is_regression(self):
