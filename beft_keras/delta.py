@@ -93,10 +93,10 @@ def save_delta(model, path, base=None, task=None):
         A `DeltaInfo`.
 
     Raises:
-        ValueError: if no trainable bias or head variable is found, if
-            other variables are trainable (they would be lost), if the
-            model has two variables at one path, or `base` or `task` is not
-            a str or `None`.
+        ValueError: if the model is not built, if no trainable bias or
+            head variable is found, if other variables are trainable (they
+            would be lost), if the model has two variables at one path, or
+            `base` or `task` is not a str or `None`.
         DeltaError: if a variable to save holds NaN or infinite values;
             nothing is written then.
         IsADirectoryError: if `path` names a directory.
@@ -204,6 +204,7 @@ def load_delta(
 
     Raises:
         FileNotFoundError: if there is no file at `path`.
+        TypeError: if an `allow_*` argument is not a bool.
         ValueError: if `task` is not a str or `None`, or the model has two
             variables at one path.
         DeltaError: if the file is not a valid delta or holds NaN or
@@ -377,6 +378,11 @@ def _delta_roles(model):
         )
     trainable = {v.path for v in model.trainable_weights}
     roles = {p: r for p, r in _roles(model).items() if p in trainable}
+    if not model.weights:
+        raise ValueError(
+            f"Model '{model.name}' has no weights yet: it is not built. "
+            "Build it (call it on a batch) and fine-tune it first."
+        )
     if not roles:
         raise ValueError(
             f"Model '{model.name}' has no trainable bias or head variable, so "
@@ -471,6 +477,15 @@ def _read_checked(
     """
     path = os.fspath(path)
     delta_file.check_name_argument("task", task)
+    for name, value in (
+        ("allow_task_mismatch", allow_task_mismatch),
+        ("allow_base_mismatch", allow_base_mismatch),
+    ):
+        # A truthy non-bool, such as "no", would skip a check unasked.
+        if not isinstance(value, bool):
+            raise TypeError(
+                f"`{name}` must be a bool. Received: {name}={value!r}"
+            )
     # First: with two variables at one path, the tensors' roles and indices
     # would be counted wrong, and the error would not say why.
     weights = _weights_by_path(model)

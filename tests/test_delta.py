@@ -597,6 +597,26 @@ def test_nothing_to_save(bert_preset, tmp_path):
     model.trainable = False
     with pytest.raises(ValueError, match="no trainable bias or head"):
         save_delta(model, tmp_path / "task.safetensors")
+    unbuilt = keras.Sequential([keras.layers.Dense(2)], name="unbuilt")
+    with pytest.raises(ValueError, match=(
+        r"^Model 'unbuilt' has no weights yet: it is not built\."
+    )):
+        save_delta(unbuilt, tmp_path / "task.safetensors")
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("flag", ["allow_task_mismatch", "allow_base_mismatch"])
+def test_mismatch_flags_must_be_bools(bert_preset, trained, flag):
+    # "no" is truthy: it would have skipped the check.
+    model = tiny_classifier(bert_preset)
+    before = snapshot(model)
+    with pytest.raises(TypeError, match=(
+        rf"^`{flag}` must be a bool\. Received: {flag}='no'$"
+    )):
+        load_delta(model, trained.path, task="cola", **{flag: "no"})
+    with pytest.raises(TypeError, match=f"`{flag}` must be a bool"):
+        DeltaSwitcher(model).apply(trained.path, **{flag: 1})
+    _assert_bitwise_equal(snapshot(model), before)
 
 
 def test_biases_alone_load_onto_any_head_of_their_backbone(
