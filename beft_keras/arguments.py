@@ -23,3 +23,10 @@ def check_positive_int(name, value, allow_none=False, error=ValueError):
         f"`{name}` must be a positive int{' or None' if allow_none else ''}. "
         f"Received: {name}={value!r}"
     )
+
+
+def check_bool(name, value):
+    """Raises `TypeError` naming `name` unless `value` is a bool: a truthy
+    non-bool such as `"no"` would turn a switch on unasked."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"`{name}` must be a bool. Received: {name}={value!r}")

@@ -10,6 +10,7 @@ import keras
 import numpy as np
 import safetensors.numpy
 
+from beft_keras import arguments
 from beft_keras import delta_file
 from beft_keras import terms as terms_lib
 # Used below, and importable from here: the public module of deltas.
@@ -477,15 +478,8 @@ def _read_checked(
     """
     path = os.fspath(path)
     delta_file.check_name_argument("task", task)
-    for name, value in (
-        ("allow_task_mismatch", allow_task_mismatch),
-        ("allow_base_mismatch", allow_base_mismatch),
-    ):
-        # A truthy non-bool, such as "no", would skip a check unasked.
-        if not isinstance(value, bool):
-            raise TypeError(
-                f"`{name}` must be a bool. Received: {name}={value!r}"
-            )
+    arguments.check_bool("allow_task_mismatch", allow_task_mismatch)
+    arguments.check_bool("allow_base_mismatch", allow_base_mismatch)
     # First: with two variables at one path, the tensors' roles and indices
     # would be counted wrong, and the error would not say why.
     weights = _weights_by_path(model)

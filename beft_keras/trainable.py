@@ -6,7 +6,6 @@ import warnings
 from collections.abc import Iterable
 
 import keras
-import numpy as np
 
 from beft_keras import arguments
 from beft_keras import compat
@@ -131,8 +130,7 @@ class BiasOnlyTrainable:
         self, terms="value", layers=None, head=True, inert_terms=(),
         verbose=False,
     ):
-        if not isinstance(head, (bool, np.bool_)):
-            raise TypeError(f"`head` must be a bool. Received: head={head!r}")
+        arguments.check_bool("head", head)
         self.terms, self._every_term = _validate_terms(terms, head)
         self.layers = _validate_layers(layers)
         self.head = bool(head)

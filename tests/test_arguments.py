@@ -41,3 +41,29 @@ def test_data_refuses_a_bool_for_a_count():
         data.bucket_lengths(20, (True, 8))
     with pytest.raises(DataError, match="sequence_length=True"):
         data.bucket_lengths(True)
+
+
+@pytest.mark.parametrize("value", [True, False, np.bool_(True)])
+def test_bools_pass(value):
+    arguments.check_bool("shuffle", value)
+
+
+@pytest.mark.parametrize("value", ["no", 0, 1, None])
+def test_a_switch_that_is_not_a_bool_is_refused(value):
+    with pytest.raises(TypeError) as error:
+        arguments.check_bool("shuffle", value)
+    assert str(error.value) == (
+        f"`shuffle` must be a bool. Received: shuffle={value!r}"
+    )
+
+
+def test_batches_refuse_a_shuffle_that_is_not_a_bool():
+    # "no" is truthy: the batches would have been shuffled.
+    mask = np.ones((4, 8), dtype=bool)
+    with pytest.raises(TypeError, match="shuffle='no'"):
+        data.batch_arrays({"padding_mask": mask}, np.zeros(4), 2,
+                          shuffle="no")
+    examples = data.Examples({"sentence": ["a", "b"]}, np.zeros(2))
+    with pytest.raises(TypeError, match="shuffle='no'"):
+        data.make_dataset(examples, preprocessor=None, batch_size=2,
+                          shuffle="no")

@@ -133,6 +133,7 @@ def make_dataset(
     # Bad arguments fail before tokenizing.
     arguments.check_positive_int("batch_size", batch_size, error=DataError)
     _plan(batching)
+    arguments.check_bool("shuffle", shuffle)
     check_seed(seed)
     _check_examples(examples)
     features = tokenize(examples, preprocessor, sequence_length)
@@ -191,6 +192,7 @@ def batch_arrays(
     """
     plan = _plan(batching)
     arguments.check_positive_int("batch_size", batch_size, error=DataError)
+    arguments.check_bool("shuffle", shuffle)
     # Checked here, not when the first epoch's generator runs inside
     # tf.data.
     check_seed(seed)
