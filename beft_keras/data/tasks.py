@@ -23,6 +23,22 @@ class DataError(ValueError):
     as examples of its task."""
 
 
+def _names(name, value, expected, distinct=False):
+    """`value` as a tuple of non-empty str (a list is taken), or a
+    `DataError` saying it must be `expected`."""
+    names = tuple(value) if isinstance(value, list) else value
+    if (
+        not isinstance(names, tuple)
+        or not names
+        or not all(isinstance(n, str) and n for n in names)
+        or distinct and len(set(names)) != len(names)
+    ):
+        raise DataError(
+            f"`{name}` must be {expected}. Received: {name}={value!r}"
+        )
+    return names
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class TaskSpec:
     """Everything the pipeline needs to know about one task.
@@ -83,32 +99,15 @@ class TaskSpec:
         # A custom spec's mistakes fail here, not deep in a reader (a list
         # of features would fail as `features + ("label",)`, a repeated one
         # would read one column twice as one feature).
-        features = self.features
-        if isinstance(features, list):
-            features = tuple(features)
-        if (
-            not isinstance(features, tuple)
-            or not features
-            or not all(isinstance(name, str) and name for name in features)
-            or len(set(features)) != len(features)
-        ):
-            raise DataError(
-                "`features` must be a non-empty tuple of distinct feature "
-                f"names. Received: features={self.features!r}"
-            )
-        metrics = self.metrics
-        if isinstance(metrics, list):
-            metrics = tuple(metrics)
+        features = _names(
+            "features", self.features, "a non-empty tuple of distinct "
+            "feature names", distinct=True,
+        )
         # The first is the main metric every result is scored by.
-        if (
-            not isinstance(metrics, tuple)
-            or not metrics
-            or not all(isinstance(name, str) and name for name in metrics)
-        ):
-            raise DataError(
-                "`metrics` must be a non-empty tuple of metric names, the "
-                f"main one first. Received: metrics={self.metrics!r}"
-            )
+        metrics = _names(
+            "metrics", self.metrics, "a non-empty tuple of metric names, the "
+            "main one first",
+        )
         if not arguments.is_int(self.num_classes) or self.num_classes < 0:
             raise DataError(
                 "`num_classes` must be an int: the number of classes, 1 for "
