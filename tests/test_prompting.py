@@ -432,3 +432,123 @@ def test_generate_answers_is_greedy_decoding(prompt_preset):
     with pytest.raises(PromptError, match="max_answer_length"):
         beft_keras.generate_answers(causal_lm, prompts, sequence_length=8,
                                     max_answer_length=8)
+
+
+def test_prompts_refuse_a_single_str_and_text_without_a_tokenizer():
+    """A single str was one prompt per letter (`generate_answers` answered
+    each letter); text without a tokenizer failed in `int()`."""
+    tokenizer = tiny_tokenizer()
+    with pytest.raises(PromptError) as error:
+        classification_inputs(" good movie It was", [1], tokenizer)
+    assert str(error.value) == (
+        "Prompts and answers must be a list, not a single str. "
+        "Received: ' good movie It was'"
+    )
+    with pytest.raises(PromptError, match="not a single str. Received: ' great'"):
+        generation_inputs([" good It was"], " great", tokenizer)
+    with pytest.raises(PromptError) as error:
+        generation_inputs([[START, 5]], [" great"], sequence_length=8)
+    assert str(error.value) == (
+        "Without a tokenizer, prompts and answers must be lists of token "
+        "ids; pass `tokenizer` for text. Received: ' great'"
+    )
+
+
+@pytest.mark.parametrize(
+    "text, slot",
+    [
+        ("{} It was", "{}"),
+        ("{0} It was", "{0}"),
+        ("{sentence!r} It was", "{sentence!r}"),
+        ("{sentence:>20} It was", "{sentence:>20}"),
+        ("{sentence.lower} It was", "{sentence.lower}"),
+    ],
+)
+def test_prompt_template_refuses_slots_it_cannot_fill(text, slot):
+    """`{}` was no field and failed `format` with an IndexError, and
+    `PromptPreprocessor` dropped it, conversions and format specs."""
+    with pytest.raises(PromptError) as error:
+        PromptTemplate(text)
+    assert str(error.value) == (
+        f"Template {text!r} has the slot {slot}; slots must be bare feature "
+        "names, as `{sentence}`."
+    )
+
+
+def test_prompt_template_reads_braces_and_refuses_a_non_str():
+    with pytest.raises(PromptError) as error:
+        PromptTemplate("{sentence It was")
+    assert str(error.value) == (
+        "Template '{sentence It was' is not a format string (expected '}' "
+        "before end of string); write a literal brace as `{{` or `}}`."
+    )
+    with pytest.raises(TypeError, match="Received: text of type int"):
+        PromptTemplate(5)
+    # Literal braces stay a template's text.
+    template = PromptTemplate("{{x}}{sentence} It was")
+    assert template.fields == ("sentence",)
+    assert template.format(sentence=" good") == "{x} good It was"
+
+
+def test_sequence_length_must_leave_room_for_a_prompt():
+    """`sequence_length=0` gave empty inputs, `1` prompts of the start
+    token alone, and `None` a TypeError on `<=`."""
+    for length in (0, 1, None):
+        with pytest.raises(PromptError) as error:
+            classification_inputs([[START, 5, IT]], [1], sequence_length=length)
+        assert str(error.value) == (
+            "`sequence_length` must be an int above 1. Received: "
+            f"sequence_length={length!r}"
+        )
+    with pytest.raises(PromptError, match="sequence_length=None"):
+        generation_inputs([[START, 5]], [[20]], sequence_length=None)
+    preprocessor = beft_keras.PromptPreprocessor(
+        tiny_tokenizer(), SST2_TEMPLATE, "sentence", sequence_length=1
+    )
+    with pytest.raises(PromptError, match="above 1. Received: sequence_length=1"):
+        preprocessor([" good movie"])
+
+
+def test_prompt_preprocessor_refuses_one_text_for_a_batch():
+    """One str failed in the graph, on a StridedSlice of rank 1."""
+    preprocessor = beft_keras.PromptPreprocessor(
+        tiny_tokenizer(), SST2_TEMPLATE, "sentence", sequence_length=8
+    )
+    with pytest.raises(PromptError) as error:
+        preprocessor(" good movie")
+    assert str(error.value) == (
+        "Expected a batch of texts per feature, e.g. `[text]` for one "
+        "text. Received: one text for 'sentence'"
+    )
+    assert preprocessor([" good movie"])["token_ids"].shape == (1, 8)
+
+
+def test_generate_answers_refuses_bad_arguments(prompt_preset):
+    """A causal LM with a preprocessor failed in its tokenizer,
+    `batch_size=0` in `range`, and an answer length that left a prompt its
+    start token alone answered it blind."""
+    backbone = keras_hub.models.OPTBackbone.from_preset(prompt_preset)
+    with_preprocessor = keras_hub.models.OPTCausalLM(
+        backbone, keras_hub.models.OPTCausalLMPreprocessor(tiny_tokenizer())
+    )
+    with pytest.raises(PromptError) as error:
+        beft_keras.generate_answers(with_preprocessor, [[START, 5]])
+    assert str(error.value) == (
+        "`causal_lm` must have no preprocessor: prompts are packed here. "
+        "Build it with `preprocessor=None`. Received: a "
+        "OPTCausalLMPreprocessor"
+    )
+    causal_lm = keras_hub.models.OPTCausalLM(backbone, preprocessor=None)
+    with pytest.raises(PromptError) as error:
+        beft_keras.generate_answers(causal_lm, [[START, 5]], batch_size=0)
+    assert str(error.value) == (
+        "`batch_size` must be an int above 0. Received: batch_size=0"
+    )
+    with pytest.raises(PromptError) as error:
+        beft_keras.generate_answers(
+            causal_lm, [[START, 5]], sequence_length=8, max_answer_length=7
+        )
+    assert str(error.value) == (
+        "`max_answer_length` must leave room for a prompt in "
+        "`sequence_length`=8. Received: max_answer_length=7"
+    )

@@ -46,14 +46,25 @@ def generate_answers(
     beft_keras.generate_answers(causal_lm, prompts, tokenizer)
     ```
     """
-    if not 0 < max_answer_length < sequence_length:
+    # Its preprocessor would tokenize the token ids packed here.
+    if getattr(causal_lm, "preprocessor", None) is not None:
         raise PromptError(
-            "`max_answer_length` must be positive and below "
+            "`causal_lm` must have no preprocessor: prompts are packed "
+            "here. Build it with `preprocessor=None`. Received: a "
+            f"{type(causal_lm.preprocessor).__name__}"
+        )
+    keep = packing.kept_start(tokenizer)
+    packing.check_length(sequence_length, keep)
+    packing.check_length(batch_size, 0, "batch_size")
+    packing.check_length(max_answer_length, 0, "max_answer_length")
+    room = sequence_length - max_answer_length
+    # A prompt cut to its start token alone would be answered blind.
+    if room <= keep:
+        raise PromptError(
+            "`max_answer_length` must leave room for a prompt in "
             f"`sequence_length`={sequence_length}. Received: "
             f"max_answer_length={max_answer_length}"
         )
-    keep = packing.kept_start(tokenizer)
-    room = sequence_length - max_answer_length
     sequences = [
         packing.truncate(p, room, keep) for p in packing.token_lists(prompts, tokenizer)
     ]

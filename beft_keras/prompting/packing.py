@@ -3,6 +3,8 @@ start, right-padded. Shared by the preprocessing and generation."""
 
 import numpy as np
 
+from beft_keras import arguments
+
 
 class PromptError(ValueError):
     """A prompt, answer or verbaliser word that cannot be encoded."""
@@ -11,9 +13,22 @@ class PromptError(ValueError):
 def token_lists(texts, tokenizer, start=True):
     """Token ids of each text as a list of int; the tokenizer's start token
     first, if it has one and `start`."""
-    if tokenizer is None:
-        return [[int(t) for t in text] for text in texts]
+    # A str is a sequence too: one prompt would be one prompt per letter.
+    if isinstance(texts, str):
+        raise PromptError(
+            "Prompts and answers must be a list, not a single str. "
+            f"Received: {texts!r}"
+        )
     texts = list(texts)
+    if tokenizer is None:
+        strings = [text for text in texts if isinstance(text, str)]
+        if strings:
+            raise PromptError(
+                "Without a tokenizer, prompts and answers must be lists of "
+                f"token ids; pass `tokenizer` for text. Received: "
+                f"{strings[0]!r}"
+            )
+        return [[int(t) for t in text] for text in texts]
     if not all(isinstance(text, str) for text in texts):
         raise PromptError(
             "With a tokenizer, prompts and answers must be strings; pass "
@@ -42,6 +57,16 @@ def kept_start(tokenizer):
     if tokenizer is None:
         return 1
     return int(getattr(tokenizer, "start_token_id", None) is not None)
+
+
+def check_length(value, minimum, name="sequence_length"):
+    """Refuses a length that is not an int above `minimum`: a sequence
+    length must leave a prompt a token after its start token."""
+    if not arguments.is_int(value) or value <= minimum:
+        raise PromptError(
+            f"`{name}` must be an int above {minimum}. Received: "
+            f"{name}={value!r}"
+        )
 
 
 def truncate(prompt, length, keep):

@@ -69,6 +69,17 @@ class PromptPreprocessor:
                 f"Expected one batch of texts per feature {self.features}. "
                 f"Received: {len(segments)} batches"
             )
+        segments = tuple(tf.convert_to_tensor(s) for s in segments)
+        # One text, not a batch, would fail deep in the graph.
+        for name, segment in zip(self.features, segments):
+            if segment.shape.rank == 0:
+                raise PromptError(
+                    "Expected a batch of texts per feature, e.g. `[text]` "
+                    f"for one text. Received: one text for {name!r}"
+                )
+        packing.check_length(
+            self.sequence_length, packing.kept_start(self.tokenizer)
+        )
         if tf.executing_eagerly():
             # Eagerly, keras-hub tokenizers return Python lists on the jax
             # and torch backends; in a graph they return TensorFlow tensors.
@@ -132,6 +143,7 @@ def classification_inputs(prompts, labels, tokenizer=None, sequence_length=128):
     ```
     """
     keep = packing.kept_start(tokenizer)
+    packing.check_length(sequence_length, keep)
     sequences = [
         packing.truncate(prompt, sequence_length, keep)
         for prompt in packing.token_lists(prompts, tokenizer)
@@ -188,6 +200,7 @@ def generation_inputs(prompts, answers, tokenizer=None, sequence_length=128):
         )
     end = getattr(tokenizer, "end_token_id", None)
     keep = packing.kept_start(tokenizer)
+    packing.check_length(sequence_length, keep)
     sequences, weights = [], []
     for i, (prompt, answer) in enumerate(zip(prompts, answers)):
         answer = answer + ([end] if end is not None else [])

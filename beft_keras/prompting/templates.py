@@ -15,6 +15,7 @@ class PromptTemplate:
     Attributes:
         text: str. The prompt, e.g. `"{sentence} It was"`. The answer (a
             verbaliser word or a generated answer) follows it directly.
+            Slots are bare feature names; a literal brace is `{{` or `}}`.
 
     Example:
     ```python
@@ -24,6 +25,37 @@ class PromptTemplate:
     """
 
     text: str
+
+    def __post_init__(self):
+        if not isinstance(self.text, str):
+            raise TypeError(
+                "`text` must be a str with `{field}` slots. Received: text "
+                f"of type {type(self.text).__name__}"
+            )
+        try:
+            slots = [
+                (field, spec, conversion)
+                for _, field, spec, conversion in string.Formatter().parse(
+                    self.text
+                )
+                if field is not None
+            ]
+        except ValueError as error:
+            raise PromptError(
+                f"Template {self.text!r} is not a format string ({error}); "
+                "write a literal brace as `{{` or `}}`."
+            ) from None
+        for field, spec, conversion in slots:
+            # `format` fills slots by name, and `PromptPreprocessor` with
+            # the features' text as is: a positional slot (`{}`), an
+            # attribute, a conversion or a format spec would be lost.
+            if not field.isidentifier() or spec or conversion:
+                slot = "{" + field + (f"!{conversion}" if conversion else "")
+                slot += (f":{spec}" if spec else "") + "}"
+                raise PromptError(
+                    f"Template {self.text!r} has the slot {slot}; slots must "
+                    "be bare feature names, as `{sentence}`."
+                )
 
     @property
     def fields(self):
