@@ -69,7 +69,8 @@ def check_supported(kind, backend=None):
         raise ValueError(
             f"`kind` must be one of {list(KINDS)}. Received: kind={kind!r}"
         )
-    backend = backend or _backend()
+    # Not `backend or ...`: an empty string is a bad value, not the default.
+    backend = _backend() if backend is None else backend
     if backend not in BACKENDS:
         raise ValueError(
             f"Distributed BEFT runs on the {', '.join(BACKENDS)} backends. "
@@ -107,7 +108,9 @@ def data_parallel(devices=None):
         devices break each other's all-reduces).
 
     Raises:
-        ValueError: on the torch backend, which Keras does not distribute.
+        ValueError: on the torch backend, which Keras does not distribute;
+            if `devices` is not a non-empty list, names a device twice or
+            a device this process does not have.
 
     Example:
     ```python
@@ -142,12 +145,12 @@ def data_parallel(devices=None):
                 or tf.config.list_logical_devices("CPU")
             )
         ]
-    devices = tuple(devices)
     # One strategy per set of devices and process: the all-reduces of two
     # `MirroredStrategy` objects on the same devices share collective keys,
     # and the second one's first step fails ("Shape mismatch in the
-    # collective instance 100"; tensorflow/tensorflow#62790).
-    return _mirrored_strategy(devices)
+    # collective instance 100"; tensorflow/tensorflow#62790). Canonical
+    # names, so that "/gpu:0" and "/device:GPU:0" share one.
+    return _mirrored_strategy(tuple(_device_name(d) for d in devices))
 
 
 def _check_devices(devices):
@@ -162,6 +165,65 @@ def _check_devices(devices):
             "`devices` must be None (every device) or a non-empty list of "
             f"devices. Received: devices={devices!r}"
         )
+    if devices is None:
+        return
+    # Checked here: the engines fail only later, and unclearly (JAX at the
+    # first variable, `AssertionError`; TensorFlow accepts a GPU it lacks).
+    names = [_device_name(device) for device in devices]
+    known = _device_names()
+    for device, name in zip(devices, names):
+        if name not in known:
+            raise ValueError(
+                f"Unknown device {device!r}; this process has "
+                f"{sorted(known)}. Received: devices={devices!r}"
+            )
+    if len(set(names)) < len(names):
+        raise ValueError(
+            "`devices` names a device more than once. Received: "
+            f"devices={devices!r}"
+        )
+
+
+def _device_name(device):
+    """A device's canonical name on the current backend: `"cpu:0"` on JAX
+    (as Keras reads a name, `"cpu"` is `"cpu:0"`), `"/device:CPU:0"` on
+    TensorFlow; `None` for what names no device."""
+    import keras
+
+    if keras.backend.backend() == "jax":
+        import jax
+
+        if isinstance(device, jax.Device):
+            return f"{device.platform}:{device.id}"
+        name = str(device)
+        return name if ":" in name else f"{name}:0"
+    import tensorflow as tf
+
+    try:
+        spec = tf.DeviceSpec.from_string(str(device))
+    except ValueError:
+        return None
+    if spec.device_type is None or spec.device_index is None:
+        return None
+    return f"/device:{spec.device_type}:{spec.device_index}"
+
+
+def _device_names():
+    import keras
+
+    if keras.backend.backend() == "jax":
+        import jax
+
+        return {
+            f"{device.platform}:{device.id}"
+            for device in jax.devices() + jax.devices("cpu")
+        }
+    import tensorflow as tf
+
+    return {
+        _device_name(device.name)
+        for device in tf.config.list_logical_devices()
+    }
 
 
 @functools.cache
@@ -207,8 +269,8 @@ def model_parallel(backbone_or_preset, model_devices=None, devices=None):
     Raises:
         ValueError: on TensorFlow or torch; if the backbone's class ships
             no layout map, the preset's class cannot be told without
-            loading it, or `model_devices` does not divide the number of
-            devices.
+            loading it, `devices` is not as `data_parallel` takes it, or
+            `model_devices` does not divide the number of devices.
 
     Example:
     ```python
@@ -250,7 +312,7 @@ def model_parallel(backbone_or_preset, model_devices=None, devices=None):
     ):
         raise ValueError(
             "`model_devices` must be a positive int dividing the number of "
-            f"devices, {len(devices)}. Received: model_devices={model_devices}"
+            f"devices, {len(devices)}. Received: model_devices={model_devices!r}"
         )
     mesh = keras.distribution.DeviceMesh(
         shape=(len(devices) // model_devices, model_devices),
@@ -313,6 +375,9 @@ def num_replicas(distribution):
     devices of a `DataParallel` or `MirroredStrategy`, the `batch` axis of
     a `ModelParallel` mesh, 1 for `None`.
 
+    Raises:
+        TypeError: if `distribution` is not a distribution or `None`.
+
     Example:
     ```python
     beft_keras.distribution.num_replicas(
@@ -325,6 +390,7 @@ def num_replicas(distribution):
     replicas = getattr(distribution, "num_replicas_in_sync", None)
     if replicas is not None:
         return int(replicas)
+    _check_distribution(distribution)
     return int(distribution.num_model_replicas)
 
 
@@ -337,6 +403,9 @@ def batch_multiple(distribution):
     pad a last partial batch. TensorFlow's `MirroredStrategy` splits an
     uneven batch itself, so any size does (1); so does no distribution.
 
+    Raises:
+        TypeError: if `distribution` is not a distribution or `None`.
+
     Example:
     ```python
     distribution = beft_keras.distribution.data_parallel()
@@ -346,8 +415,21 @@ def batch_multiple(distribution):
     """
     if distribution is None or hasattr(distribution, "num_replicas_in_sync"):
         return 1
+    _check_distribution(distribution)
     mesh = distribution.device_mesh
     return int(mesh.shape[mesh.axis_names.index(distribution.batch_dim_name)])
+
+
+def _check_distribution(distribution):
+    # A `--distribute` string or a `scope()` passed by mistake would fail on
+    # a missing attribute. Keras exports no `Distribution` base class: every
+    # one has a device mesh.
+    if not hasattr(distribution, "device_mesh"):
+        raise TypeError(
+            "Expected a distribution from `data_parallel` or "
+            "`model_parallel` (a `keras.distribution` one or a "
+            f"`tf.distribute.Strategy`), or None. Received: {distribution!r}"
+        )
 
 
 def simulate_devices(count):
@@ -428,9 +510,10 @@ def boolean_inputs_as_int(data):
     replicas to build a model created under a strategy, and TensorFlow
     cannot average booleans (`AddN` has no bool kernel): a keras-hub
     backbone's boolean padding mask stops the fit before its first step.
-    keras-hub backbones take an `int32` padding mask as well. Other inputs,
-    and the labels, pass unchanged; so does everything on other backends,
-    where nothing needs the cast.
+    keras-hub backbones take an `int32` padding mask as well. The whole
+    batch is averaged, so boolean labels and sample weights are cast too;
+    other tensors pass unchanged, and so does everything on other
+    backends, where nothing needs the cast.
 
     Args:
         data: a `tf.data.Dataset` of `x`, `(x, y)` or `(x, y,

@@ -424,3 +424,62 @@ def test_data_parallel_refuses_devices_that_are_not_a_list(devices):
         rf"devices\. Received: devices={re.escape(repr(devices))}$"
     )):
         distribution.data_parallel(devices=devices)
+
+
+@needs_engine
+@pytest.mark.parametrize("bad", ["duplicate", "unknown"])
+def test_data_parallel_refuses_duplicate_and_unknown_devices(bad):
+    # The engines would fail only later: JAX at the first variable, with a
+    # bare `AssertionError`; TensorFlow keeps an unknown GPU.
+    device = keras.distribution.list_devices()[0] if BACKEND == "jax" else (
+        "/cpu:0"
+    )
+    if bad == "duplicate":
+        devices = [device, device]
+        error = r"`devices` names a device more than once\. "
+    else:
+        devices = [device, "gpu:99"]
+        error = r"Unknown device 'gpu:99'; this process has \[.*\]\. "
+    error += rf"Received: devices={re.escape(repr(devices))}$"
+    with pytest.raises(ValueError, match="^" + error):
+        distribution.data_parallel(devices=devices)
+
+
+@pytest.mark.skipif(
+    BACKEND != "tensorflow", reason="MirroredStrategy: TensorFlow only"
+)
+def test_data_parallel_is_one_strategy_whatever_the_device_spelling():
+    # Two strategies on the same devices break each other's all-reduces.
+    strategy = distribution.data_parallel()
+    assert distribution.data_parallel(["/cpu:0"]) is strategy
+    assert distribution.data_parallel(["CPU:0"]) is strategy
+
+
+@needs_jax
+def test_model_parallel_names_a_bad_model_devices_as_given():
+    with pytest.raises(ValueError, match=(
+        r"positive int dividing the number of devices, 1\. "
+        r"Received: model_devices='1'$"
+    )):
+        distribution.model_parallel(
+            keras_hub.models.LlamaBackbone, model_devices="1"
+        )
+    with pytest.raises(ValueError, match="names a device more than once"):
+        distribution.model_parallel(
+            keras_hub.models.LlamaBackbone, devices=["cpu:0", "cpu:0"]
+        )
+
+
+def test_check_supported_refuses_an_empty_backend():
+    # Not the default: only None is.
+    with pytest.raises(ValueError, match="Received: backend=''$"):
+        distribution.check_supported("data", "")
+
+
+@pytest.mark.parametrize("function", ["num_replicas", "batch_multiple"])
+def test_replica_counts_refuse_what_is_not_a_distribution(function):
+    with pytest.raises(TypeError, match=(
+        r"^Expected a distribution from `data_parallel` or `model_parallel` "
+        r".*, or None\. Received: 'data'$"
+    )):
+        getattr(distribution, function)("data")
