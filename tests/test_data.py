@@ -1106,3 +1106,52 @@ def test_tfds_features_of_a_custom_spec_are_checked(monkeypatch):
         r"'mytask'\. Its features: \['label', 'sentence'\]\.$"
     )):
         data.load_split(_spec(), "dev")
+
+
+def test_wic_writes_its_target_word_before_the_first_sentence(
+    tmp_path, monkeypatch
+):
+    _write(tmp_path, "wic", "train",
+           "idx\tword\tsentence2\tsentence1\tlabel\n"
+           "0\tbank\tThe bank closed.\tWe sat by the bank.\t0\n")
+    train = data.load_split("wic", "train", str(tmp_path))
+    assert list(train.features) == ["sentence1", "sentence2"]
+    np.testing.assert_array_equal(
+        train.features["sentence1"], ["bank: We sat by the bank."]
+    )
+    np.testing.assert_array_equal(
+        train.features["sentence2"], ["The bank closed."]
+    )
+    # Without the word the pair does not say whose sense to compare.
+    _write(tmp_path, "wic", "dev", "sentence1\tsentence2\tlabel\na\tb\t0\n")
+    with pytest.raises(DataError, match=r"lacks the column\(s\) \['word'\]"):
+        data.load_split("wic", "dev", str(tmp_path))
+
+    def load(name, split, batch_size):
+        return {
+            "word": np.array([b"run"], dtype=object),
+            "sentence1": np.array([b"I run."], dtype=object),
+            "sentence2": np.array([b"A run."], dtype=object),
+            "label": np.array([1]),
+        }
+
+    _fake_tfds(monkeypatch, load)
+    dev = data.load_split("wic", "dev")
+    np.testing.assert_array_equal(dev.features["sentence1"], ["run: I run."])
+
+
+def test_prefix_features_of_a_custom_spec(tmp_path):
+    spec = _spec(features=("a", "b"), prefix_features=["k", "j"])
+    assert spec.prefix_features == ("k", "j")
+    assert spec.columns == ("k", "j", "a", "b")
+    _write(tmp_path, "mytask", "train", "a\tb\tj\tk\tlabel\nx\ty\t2\t1\t0\n")
+    train = data.load_split(spec, "train", str(tmp_path))
+    np.testing.assert_array_equal(train.features["a"], ["1: 2: x"])
+    np.testing.assert_array_equal(train.features["b"], ["y"])
+    for prefix in (("a",), ("k", "k"), "k"):
+        with pytest.raises(DataError, match=(
+            r"^`prefix_features` must be a tuple of distinct feature names, "
+            r"none of `features`\. Received: prefix_features="
+            + re.escape(repr(prefix)) + "$"
+        )):
+            _spec(features=("a", "b"), prefix_features=prefix)

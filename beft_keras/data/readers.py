@@ -397,7 +397,7 @@ def _read_tsv(spec, path, labelled=True):
         first = ", ".join(map(str, blank[:5]))
         warnings.warn(
             f"{len(blank)} example(s) of '{path}' have an empty "
-            f"{' or '.join(map(repr, spec.features))} (line(s) {first}"
+            f"{' or '.join(map(repr, spec.columns))} (line(s) {first}"
             f"{', ...' if len(blank) > 5 else ''}): the model reads them as "
             "its own tokens alone.",
             stacklevel=3,
@@ -469,7 +469,7 @@ def _columns(spec, path, header, has_labels):
             f"The header of '{path}' names the column(s) {duplicated} more "
             f"than once; found: {header}. Give every column its own name."
         )
-    required = spec.features + ((LABEL,) if has_labels else ())
+    required = spec.columns + ((LABEL,) if has_labels else ())
     missing = [name for name in required if name not in header]
     if missing:
         raise DataError(
@@ -477,7 +477,7 @@ def _columns(spec, path, header, has_labels):
             f"'{spec.name}'. Expected columns: {list(required)}; found: "
             f"{header}."
         )
-    feature_columns = [header.index(name) for name in spec.features]
+    feature_columns = [header.index(name) for name in spec.columns]
     label_column = header.index(LABEL) if has_labels else None
     return feature_columns, label_column
 
@@ -553,7 +553,7 @@ def _load_tfds(spec, split):
         ) from error
     label_key = "answers" if spec.is_generation else LABEL
     missing = [
-        name for name in spec.features + (label_key,) if name not in data
+        name for name in spec.columns + (label_key,) if name not in data
     ]
     if missing:
         raise DataError(
@@ -561,7 +561,7 @@ def _load_tfds(spec, split):
             f"task '{spec.name}'. Its features: {sorted(data)}."
         )
     texts = [
-        [text.decode("utf-8") for text in data[name]] for name in spec.features
+        [text.decode("utf-8") for text in data[name]] for name in spec.columns
     ]
     if spec.is_generation:
         # SQuAD: a ragged list of answer texts per example.
@@ -586,9 +586,18 @@ def _load_tfds(spec, split):
 
 
 def _examples(spec, texts, labels):
+    """`Examples` of the texts of `spec.columns`, the prefix features
+    written before the first feature."""
+    columns = dict(zip(spec.columns, texts))
+    if spec.prefix_features:
+        first = spec.features[0]
+        prefixed = spec.prefix_features + (first,)
+        columns[first] = [
+            ": ".join(parts)
+            for parts in zip(*(columns[name] for name in prefixed))
+        ]
     features = {
-        name: np.array(column, dtype=object)
-        for name, column in zip(spec.features, texts)
+        name: np.array(columns[name], dtype=object) for name in spec.features
     }
     if spec.is_generation:
         # One tuple of answers per example; `np.asarray` would make a 2-D

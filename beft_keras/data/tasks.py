@@ -70,6 +70,10 @@ class TaskSpec:
         label_range: tuple or None. A regression task's lowest and highest
             score (STS-B: 0 to 5); `None` for a classification or
             generation task.
+        prefix_features: tuple of str. Features read beside `features` and
+            written before the first of them, as `"{prefix}: {text}"`:
+            WiC's target `word`, without which the two sentences do not
+            say whose sense to compare. Defaults to `()`.
 
     Raises:
         DataError: if `features` is not a non-empty tuple (or list) of
@@ -94,6 +98,7 @@ class TaskSpec:
     regimes: dict
     compares_pair: bool = False
     label_range: tuple | None = None
+    prefix_features: tuple = ()
 
     def __post_init__(self):
         # A custom spec's mistakes fail here, not deep in a reader (a list
@@ -103,6 +108,15 @@ class TaskSpec:
             "features", self.features, "a non-empty tuple of distinct "
             "feature names", distinct=True,
         )
+        expected = "a tuple of distinct feature names, none of `features`"
+        prefix_features = self.prefix_features and _names(
+            "prefix_features", self.prefix_features, expected, distinct=True
+        )
+        if set(prefix_features) & set(features):
+            raise DataError(
+                f"`prefix_features` must be {expected}. Received: "
+                f"prefix_features={self.prefix_features!r}"
+            )
         # The first is the main metric every result is scored by.
         metrics = _names(
             "metrics", self.metrics, "a non-empty tuple of metric names, the "
@@ -121,6 +135,13 @@ class TaskSpec:
         # The dataclass is frozen.
         object.__setattr__(self, "features", features)
         object.__setattr__(self, "metrics", metrics)
+        object.__setattr__(self, "prefix_features", tuple(prefix_features))
+
+    @property
+    def columns(self):
+        """Every text column read: the prefix features, then the
+        features."""
+        return self.prefix_features + self.features
 
     @property
     def is_regression(self):
@@ -145,6 +166,7 @@ def _task(
     name=None,
     compares_pair=False,
     label_range=None,
+    prefix_features=(),
 ):
     return TaskSpec(
         name=name or tfds_name.split("/")[1],
@@ -156,6 +178,7 @@ def _task(
         regimes=dict(zip(REGIMES, sizes + (None,))),
         compares_pair=compares_pair,
         label_range=label_range,
+        prefix_features=prefix_features,
     )
 
 
@@ -188,10 +211,11 @@ TASKS = {
               dev_split="validation_matched", compares_pair=True),
         _task("super_glue/cb", _NLI, 3, ("macro_f1", "accuracy"),
               _SUPER_GLUE_SIZES, compares_pair=True),
-        # WiC also has the target `word`; we feed only the two sentences,
-        # whose likeness is not the word's sense: not a compared pair. Nor
-        # is BoolQ's question and passage, whose label is the answer.
-        _task("super_glue/wic", _PAIR, 2, ("accuracy",), _SUPER_GLUE_SIZES),
+        # WiC's target word is written before the first sentence; the two
+        # sentences' likeness is not the word's sense: not a compared pair.
+        # Nor is BoolQ's question and passage, whose label is the answer.
+        _task("super_glue/wic", _PAIR, 2, ("accuracy",), _SUPER_GLUE_SIZES,
+              prefix_features=("word",)),
         _task("super_glue/boolq", ("question", "passage"), 2, ("accuracy",),
               _SUPER_GLUE_SIZES),
         # Generation, for causal LMs only: 1000 training examples as in
