@@ -331,6 +331,7 @@ def _check(args):
     """
     from beft_keras import data
     from beft_keras import distribution
+    from beft_keras import files
     from beft_keras import outputs
     from beft_keras import tuning
 
@@ -339,9 +340,9 @@ def _check(args):
         for path, what in ((args.input, "input"), (args.delta, "delta")):
             if not os.path.isfile(path):
                 raise ValueError(f"No {what} file '{path}'.")
-        # A name ending in a separator (or none) is a folder too: found
-        # only when the predictions are written, after all the work.
-        if not os.path.basename(args.output) or os.path.isdir(args.output):
+        # Checked now: `atomic_write` would find it only when the
+        # predictions are written, after all the work.
+        if files.names_a_folder(args.output):
             raise ValueError(f"Output '{args.output}' is a folder, not a file.")
         for path, what in ((args.input, "input"), (args.delta, "delta")):
             if os.path.realpath(args.output) == os.path.realpath(path):

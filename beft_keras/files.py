@@ -11,7 +11,7 @@ def atomic_write(path, data):
     the old file or the new one, and a failure leaves no partial file
     behind."""
     path = os.fspath(path)
-    if not os.path.basename(path) or os.path.isdir(path):
+    if names_a_folder(path):
         # `os.replace` would fail naming the temporary file, not `path`.
         raise IsADirectoryError(
             f"Cannot write '{path}': it names a directory, not a file."
@@ -36,3 +36,10 @@ def atomic_write(path, data):
         with contextlib.suppress(FileNotFoundError):
             os.remove(temporary)
         raise
+
+
+def names_a_folder(path):
+    """Whether `path` is a folder, or a name with no file part (empty, or
+    ending in a separator), which no file can be written to."""
+    path = os.fspath(path)
+    return not os.path.basename(path) or os.path.isdir(path)

@@ -78,7 +78,8 @@ class TaskSpec:
     Raises:
         DataError: if `features` is not a non-empty tuple (or list) of
             distinct names, `metrics` not a non-empty tuple (or list) of
-            names, `num_classes` not an int of at least 0, or a
+            names, `prefix_features` not distinct names apart from
+            `features`, `num_classes` not an int of at least 0, or a
             regime's size neither a positive int nor `None`.
 
     Example:
