@@ -12,6 +12,7 @@ from beft_keras import cli
 from beft_keras import metrics
 from beft_keras import pipeline
 from tests.conftest import WORDS
+from tests.conftest import write_pair_task
 from tests.conftest import write_squad_task
 from tests.conftest import write_sst2_task
 
@@ -338,15 +339,17 @@ def test_beft_run_and_predict_on_a_causal_lm(causal_lm_preset, tmp_path):
 
 
 def test_causal_lm_on_a_task_without_prompt(causal_lm_preset, tmp_path, capsys):
-    data_dir = write_sst2_task(tmp_path / "glue")
-    os.rename(data_dir / "sst2", data_dir / "cola")
+    # STS-B is a regression: no answer words to score.
+    data_dir = write_pair_task(tmp_path / "glue", "stsb")
     code = cli.main(
-        ["tune", "--task", "cola", "--data-dir", str(data_dir),
+        ["tune", "--task", "stsb", "--data-dir", str(data_dir),
          "--model", causal_lm_preset, "--output", str(tmp_path / "out")]
     )
     assert code == 2
-    assert "Task 'cola' has no prompt for a causal LM. Tasks with one: " \
-        "sst2, rte, cb, boolq, squad." in capsys.readouterr().err
+    assert "Task 'stsb' has no prompt for a causal LM. Tasks with one: " \
+        "sst2, rte, cb, boolq, squad, cola, mrpc, qqp, qnli, mnli." \
+        in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
 
 
 def test_generation_task_needs_a_causal_lm(classifier_preset, tmp_path, capsys):

@@ -5,8 +5,10 @@ import pytest
 import tensorflow as tf
 
 import beft_keras
+from beft_keras import models
 from beft_keras.prompting import SST2_TEMPLATE
 from beft_keras.prompting import SST2_VERBALIZER
+from beft_keras.prompting import TASK_PROMPTS
 from beft_keras.prompting import PromptError
 from beft_keras.prompting import PromptTemplate
 from beft_keras.prompting import VerbalizerClassifier
@@ -15,7 +17,9 @@ from beft_keras.prompting import classification_inputs
 from beft_keras.prompting import generation_inputs
 from tests.conftest import SEQUENCE_LENGTH
 from tests.conftest import VOCABULARY_SIZE
+from tests.conftest import WORDS
 from tests.conftest import bpe_tokenizer
+from tests.conftest import bpe_vocabulary
 from tests.conftest import snapshot
 
 # The toy task's tokens: `<s> w1 w2 It was`, where one of w1, w2 is a
@@ -396,6 +400,86 @@ def test_verbalizer_classifier_refuses_ids_outside_the_vocabulary(
         "`verbalizer_token_ids` must be ids of the backbone's vocabulary, "
         f"from 0 to {size - 1}. Received: {token_ids}"
     )
+
+
+# The words of the tiny tasks and of the prompts answered "Yes", "No" or
+# "Maybe" (rte, cb, and GLUE's cola, mrpc, qqp, qnli, mnli), as one
+# byte-pair tokenizer knows them; the answers follow a newline, so they
+# have no leading space.
+PROMPT_WORDS = WORDS + [
+    "Does", "this", "mean", "that", "is", "true", "the", "same", "as", "Is",
+    "sentence", "grammatical", "these", "two", "questions", "ask", "thing",
+    "answer", "question", "Suppose", "Can", "we", "infer", "Yes", "or", "No",
+    "Maybe", '"', "?", ",", "Ċ",
+]
+ANSWERS = ("Yes", "No", "Maybe")
+
+
+def answering_tokenizer():
+    """An OPT tokenizer that reads every prompt word, and each answer
+    without a leading space, as one token."""
+    vocabulary, merges = bpe_vocabulary(PROMPT_WORDS, ["<pad>", "</s>"])
+    for word in ANSWERS:
+        for end in range(2, len(word) + 1):
+            vocabulary.setdefault(word[:end], len(vocabulary) + 1)
+        merges += [f"{word[:i]} {word[i]}" for i in range(1, len(word))]
+    return keras_hub.models.OPTTokenizer(vocabulary=vocabulary, merges=merges)
+
+
+@pytest.fixture(scope="module")
+def answering_preset(tmp_path_factory):
+    keras.utils.set_random_seed(0)
+    tokenizer = answering_tokenizer()
+    backbone = keras_hub.models.OPTBackbone(
+        **{**SMALL_CONFIG, "vocabulary_size": tokenizer.vocabulary_size() + 1,
+           "num_heads": 2, "max_sequence_length": 64}
+    )
+    causal_lm = keras_hub.models.OPTCausalLM(
+        backbone, keras_hub.models.OPTCausalLMPreprocessor(tokenizer)
+    )
+    folder = str(tmp_path_factory.mktemp("answering_opt_preset"))
+    causal_lm.save_to_preset(folder)
+    return folder
+
+
+# GLUE and SuperGLUE label names in class order (TFDS), and the answer to
+# each: a prompt whose words were in another order would train the model
+# to answer the opposite.
+LABEL_ANSWERS = {
+    "rte": {"entailment": "Yes", "not_entailment": "No"},
+    "cb": {"entailment": "Yes", "contradiction": "No", "neutral": "Maybe"},
+    "cola": {"unacceptable": "No", "acceptable": "Yes"},
+    "mrpc": {"not_equivalent": "No", "equivalent": "Yes"},
+    "qqp": {"not_duplicate": "No", "duplicate": "Yes"},
+    "qnli": {"entailment": "Yes", "not_entailment": "No"},
+    "mnli": {"entailment": "Yes", "neutral": "Maybe", "contradiction": "No"},
+}
+
+
+def test_answer_words_follow_each_tasks_label_order():
+    for task, answers in LABEL_ANSWERS.items():
+        assert TASK_PROMPTS[task].verbalizer.words == tuple(answers.values())
+
+
+def test_a_causal_lm_is_asked_the_tasks_prompt(answering_preset):
+    """`load_classifier` puts a causal LM the task's prompt, filled with
+    the features by name (QNLI's prompt reads them in the other order), and
+    scores the answer of each class."""
+    spec = beft_keras.get_task("qnli")
+    preprocessor, classifier = models.load_classifier(
+        answering_preset, spec, 64
+    )
+    tokenizer = answering_tokenizer()
+    assert classifier.verbalizer_token_ids == [
+        int(tokenizer(word)[0]) for word in ("Yes", "No")
+    ]
+    texts = {"question": "was the film good", "sentence": "the film was"}
+    x = preprocessor(tuple([texts[name]] for name in spec.features))
+    prompt = 'the film was\nDoes this answer the question "was the film ' \
+        'good"? Yes or No?\n'
+    expected, _ = classification_inputs([prompt], [0], tokenizer, 64)
+    np.testing.assert_array_equal(x["token_ids"], expected["token_ids"])
+    np.testing.assert_array_equal(x["padding_mask"], expected["padding_mask"])
 
 
 def test_task_prompts_fill_with_their_tasks_features():

@@ -183,4 +183,45 @@ TASK_PROMPTS = {
         PromptTemplate("{passage} {question}?"), Verbalizer((" No", " Yes"))
     ),
     "squad": TaskPrompt(SQUAD_TEMPLATE),
+    # GLUE's other classification tasks are not in MeZO: questions in the
+    # style of its RTE and CB prompts, answered by the same words.
+    # Labels: unacceptable, acceptable.
+    "cola": TaskPrompt(
+        PromptTemplate(
+            "{sentence}\nIs this sentence grammatical? Yes or No?\n"
+        ),
+        Verbalizer(("No", "Yes")),
+    ),
+    # Labels: not equivalent, equivalent.
+    "mrpc": TaskPrompt(
+        PromptTemplate(
+            '{sentence1}\nDoes this mean the same as "{sentence2}"? '
+            "Yes or No?\n"
+        ),
+        Verbalizer(("No", "Yes")),
+    ),
+    # Labels: not duplicate, duplicate.
+    "qqp": TaskPrompt(
+        PromptTemplate(
+            "{question1}\n{question2}\nDo these two questions ask the same "
+            "thing? Yes or No?\n"
+        ),
+        Verbalizer(("No", "Yes")),
+    ),
+    # Labels: entailment (the sentence answers), not entailment.
+    "qnli": TaskPrompt(
+        PromptTemplate(
+            '{sentence}\nDoes this answer the question "{question}"? '
+            "Yes or No?\n"
+        ),
+        Verbalizer(("Yes", "No")),
+    ),
+    # Labels: entailment, neutral, contradiction (CB's words, another order).
+    "mnli": TaskPrompt(
+        PromptTemplate(
+            'Suppose {premise} Can we infer that "{hypothesis}"? '
+            "Yes, No, or Maybe?\n"
+        ),
+        Verbalizer(("Yes", "Maybe", "No")),
+    ),
 }
