@@ -50,10 +50,10 @@ def commands_section(runs):
         "```",
         "",
         "Smoke test (no timing assertions; results go to `*_quick.json`, "
-        "the report of them to a file of your choice; `.ci/run` runs all "
-        "but the step-cost line on torch, and `tests/test_benchmarks.py` "
-        "the same plumbing, step cost included, in-process on a tiny BERT "
-        "preset):",
+        "the report of them to a file of your choice; "
+        "`tests/test_benchmarks.py` runs the same plumbing in-process on a "
+        "tiny BERT preset on every backend, and `.ci/run` leaves these "
+        "real-model runs out for time):",
         "",
         "```sh",
         "B=torch; python -m benchmarks.step_cost --quick --backends $B && \\",
