@@ -18,6 +18,18 @@ os.environ.setdefault(
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "-1")
 
+# Under pytest-xdist each worker is one of about as many processes as
+# cores: TensorFlow's and torch's thread pools, sized to every core, would
+# fight the other workers over them (the TensorFlow tests took 337 s with
+# one thread each on 2 cores and 2 workers, against 370 s). Set before the
+# backends start; a user's own settings win.
+_workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if _workers > 1:
+    _threads = str(max(1, (os.cpu_count() or 1) // _workers))
+    for _name in ("TF_NUM_INTRAOP_THREADS", "OMP_NUM_THREADS"):
+        os.environ.setdefault(_name, _threads)
+    os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
+
 import keras  # noqa: E402  (after the cache settings above)
 import keras_hub  # noqa: E402
 import numpy as np  # noqa: E402
