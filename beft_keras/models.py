@@ -217,7 +217,9 @@ def _check_sequence_length(backbone, sequence_length):
     if limit is not None and sequence_length > limit:
         raise ValueError(
             f"`sequence_length`={sequence_length} exceeds the model's "
-            f"longest input, {limit} tokens (its position embeddings)."
+            f"longest input, {limit} tokens (its position embeddings): "
+            f"pass a `sequence_length` (--sequence-length) of at most "
+            f"{limit}."
         )
 
 

@@ -82,8 +82,9 @@ def test_sequence_length_above_the_models_limit(
     args = _tiny_args(data_dir, classifier_preset)
     args[args.index("--sequence-length") + 1] = "1024"
     assert cli.main(["tune", *args, "--output", str(output)]) == 2
-    assert "`sequence_length`=1024 exceeds the model's longest input, 12" \
-        in _error(capsys)
+    assert "`sequence_length`=1024 exceeds the model's longest input, 12 " \
+        "tokens (its position embeddings): pass a `sequence_length` " \
+        "(--sequence-length) of at most 12." in _error(capsys)
     # The output folder it made, empty, is gone too.
     assert not output.exists()
 
