@@ -208,8 +208,8 @@ def _add_common_arguments(command):
         "--model",
         help="keras-hub preset name or preset folder: an encoder "
         "(BERT, ...) or a causal LM (OPT, GPT-2, Qwen, Llama, ...), which "
-        "is prompted, on every task but stsb and wic (squad: causal LMs "
-        "only) (default: the all-MiniLM-L6-v2 package)",
+        "is prompted, on every task but stsb (squad: causal LMs only) "
+        "(default: the all-MiniLM-L6-v2 package)",
     )
     command.add_argument(
         "--regime", default="low", choices=["low", "medium", "high", "full"],

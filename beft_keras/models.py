@@ -181,7 +181,7 @@ def _prompted_classifier(causal_lm, spec, sequence_length):
     prompt = TASK_PROMPTS[spec.name]
     tokenizer = causal_lm.preprocessor.tokenizer
     preprocessor = PromptPreprocessor(
-        tokenizer, prompt.template, spec.features, sequence_length
+        tokenizer, prompt.template, spec.columns, sequence_length
     )
     classifier = VerbalizerClassifier(
         causal_lm.backbone, prompt.verbalizer.token_ids(tokenizer)

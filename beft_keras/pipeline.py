@@ -574,7 +574,7 @@ def _prompts(examples, spec):
     template = TASK_PROMPTS[spec.name].template
     return [
         template.format(
-            **{name: examples.features[name][i] for name in spec.features}
+            **{name: examples.features[name][i] for name in spec.columns}
         )
         for i in range(len(examples))
     ]

@@ -347,7 +347,7 @@ def test_causal_lm_on_a_task_without_prompt(causal_lm_preset, tmp_path, capsys):
     )
     assert code == 2
     assert "Task 'stsb' has no prompt for a causal LM. Tasks with one: " \
-        "sst2, rte, cb, boolq, squad, cola, mrpc, qqp, qnli, mnli." \
+        "sst2, rte, cb, boolq, wic, squad, cola, mrpc, qqp, qnli, mnli." \
         in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
 

@@ -1115,13 +1115,19 @@ def test_wic_writes_its_target_word_before_the_first_sentence(
            "idx\tword\tsentence2\tsentence1\tlabel\n"
            "0\tbank\tThe bank closed.\tWe sat by the bank.\t0\n")
     train = data.load_split("wic", "train", str(tmp_path))
-    assert list(train.features) == ["sentence1", "sentence2"]
+    # Every column as read, for a prompt that names the word apart ...
+    assert list(train.features) == ["word", "sentence1", "sentence2"]
+    assert train.prefix_features == ("word",)
     np.testing.assert_array_equal(
-        train.features["sentence1"], ["bank: We sat by the bank."]
+        train.features["sentence1"], ["We sat by the bank."]
     )
-    np.testing.assert_array_equal(
-        train.features["sentence2"], ["The bank closed."]
-    )
+    # ... and the two texts an encoder reads, the word before the first.
+    first, second = train.segments
+    np.testing.assert_array_equal(first, ["bank: We sat by the bank."])
+    np.testing.assert_array_equal(second, ["The bank closed."])
+    # A subset keeps the prefix.
+    assert data.subsample(train, 1, 0).prefix_features == ("word",)
+    assert train.take([0]).prefix_features == ("word",)
     # Without the word the pair does not say whose sense to compare.
     _write(tmp_path, "wic", "dev", "sentence1\tsentence2\tlabel\na\tb\t0\n")
     with pytest.raises(DataError, match=r"lacks the column\(s\) \['word'\]"):
@@ -1137,7 +1143,39 @@ def test_wic_writes_its_target_word_before_the_first_sentence(
 
     _fake_tfds(monkeypatch, load)
     dev = data.load_split("wic", "dev")
-    np.testing.assert_array_equal(dev.features["sentence1"], ["run: I run."])
+    np.testing.assert_array_equal(dev.segments[0], ["run: I run."])
+
+
+def test_an_encoder_reads_the_prefix_before_the_first_feature(preprocessor):
+    """`tokenize` gives a keras-hub preprocessor `segments`: two texts,
+    the prefix written into the first, as if the user had written them."""
+    examples = data.Examples(
+        {"k": ["good"], "a": ["the film"], "b": ["was bad"]}, [1],
+        prefix_features=("k",),
+    )
+    expected = preprocessor(x=(tf.constant(["good: the film"]),
+                               tf.constant(["was bad"])))
+    features = data.tokenize(examples, preprocessor, 16)
+    np.testing.assert_array_equal(
+        features["token_ids"], keras.ops.convert_to_numpy(
+            expected["token_ids"])[:, :16]
+    )
+    np.testing.assert_array_equal(
+        features["segment_ids"], keras.ops.convert_to_numpy(
+            expected["segment_ids"])[:, :16]
+    )
+
+
+@pytest.mark.parametrize("prefix", [("a", "b"), ("k", "k"), "k", ("z",),
+                                    None, (["a"],)])
+def test_examples_refuse_prefixes_that_are_not_some_of_their_features(
+    prefix
+):
+    with pytest.raises(DataError, match=(
+        r"^`prefix_features` must be a tuple of distinct features of "
+        r"`features`, not all of them\. Received: prefix_features="
+    )):
+        data.Examples({"a": ["x"], "b": ["y"]}, [0], prefix_features=prefix)
 
 
 def test_prefix_features_of_a_custom_spec(tmp_path):
@@ -1146,8 +1184,11 @@ def test_prefix_features_of_a_custom_spec(tmp_path):
     assert spec.columns == ("k", "j", "a", "b")
     _write(tmp_path, "mytask", "train", "a\tb\tj\tk\tlabel\nx\ty\t2\t1\t0\n")
     train = data.load_split(spec, "train", str(tmp_path))
-    np.testing.assert_array_equal(train.features["a"], ["1: 2: x"])
-    np.testing.assert_array_equal(train.features["b"], ["y"])
+    np.testing.assert_array_equal(train.features["a"], ["x"])
+    assert train.prefix_features == ("k", "j")
+    first, second = train.segments
+    np.testing.assert_array_equal(first, ["1: 2: x"])
+    np.testing.assert_array_equal(second, ["y"])
     for prefix in (("a",), ("k", "k"), "k"):
         with pytest.raises(DataError, match=(
             r"^`prefix_features` must be a tuple of distinct feature names, "

@@ -410,7 +410,8 @@ PROMPT_WORDS = WORDS + [
     "Does", "this", "mean", "that", "is", "true", "the", "same", "as", "Is",
     "sentence", "grammatical", "these", "two", "questions", "ask", "thing",
     "answer", "question", "Suppose", "Can", "we", "infer", "Yes", "or", "No",
-    "Maybe", '"', "?", ",", "Ċ",
+    "Maybe", "word", "have", "meaning", "in", "sentences", "sat", "by",
+    "bank", '"', "?", ",", ".", "Ċ",
 ]
 ANSWERS = ("Yes", "No", "Maybe")
 
@@ -453,6 +454,7 @@ LABEL_ANSWERS = {
     "qqp": {"not_duplicate": "No", "duplicate": "Yes"},
     "qnli": {"entailment": "Yes", "not_entailment": "No"},
     "mnli": {"entailment": "Yes", "neutral": "Maybe", "contradiction": "No"},
+    "wic": {"false": "No", "true": "Yes"},
 }
 
 
@@ -482,10 +484,33 @@ def test_a_causal_lm_is_asked_the_tasks_prompt(answering_preset):
     np.testing.assert_array_equal(x["padding_mask"], expected["padding_mask"])
 
 
+def test_wic_asks_about_its_target_word(answering_preset):
+    """WiC's prompt (MeZO's) names the word apart from the two sentences,
+    which an encoder reads with the word written before the first."""
+    spec = beft_keras.get_task("wic")
+    preprocessor, classifier = models.load_classifier(
+        answering_preset, spec, 64
+    )
+    examples = beft_keras.data.Examples(
+        {"word": ["bank"], "sentence1": ["we sat by the bank."],
+         "sentence2": ["the bank was good."]},
+        [1], prefix_features=("word",),
+    )
+    x = beft_keras.data.tokenize(examples, preprocessor)
+    prompt = 'Does the word "bank" have the same meaning in these two ' \
+        "sentences? Yes, No?\nwe sat by the bank.\nthe bank was good.\n"
+    tokenizer = answering_tokenizer()
+    expected, _ = classification_inputs([prompt], [1], tokenizer, 64)
+    np.testing.assert_array_equal(x["token_ids"], expected["token_ids"])
+    assert classifier.verbalizer_token_ids == [
+        int(tokenizer(word)[0]) for word in ("No", "Yes")
+    ]
+
+
 def test_task_prompts_fill_with_their_tasks_features():
     for name, prompt in beft_keras.TASK_PROMPTS.items():
         spec = beft_keras.get_task(name)
-        assert set(prompt.template.fields) == set(spec.features)
+        assert set(prompt.template.fields) == set(spec.columns)
         if spec.is_generation:
             assert prompt.verbalizer is None
         else:

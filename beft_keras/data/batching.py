@@ -10,6 +10,7 @@ from beft_keras import arguments
 from beft_keras.data.readers import Examples
 from beft_keras.data.readers import check_seed
 from beft_keras.data.tasks import DataError
+from beft_keras.prompting.preprocessing import PromptPreprocessor
 
 DEFAULT_BUCKETS = (16, 32, 64, 128)
 # Which examples share a batch: those of one bucket (the least padding), or
@@ -88,8 +89,11 @@ def make_dataset(
     Args:
         examples: `Examples`. The texts and labels.
         preprocessor: a keras-hub text classifier preprocessor, such as
-            `keras_hub.models.BertTextClassifierPreprocessor`. It is run at
-            `sequence_length`; its own `sequence_length` is restored after.
+            `keras_hub.models.BertTextClassifierPreprocessor`, which reads
+            `examples.segments` (prefix features written into the first),
+            or a `PromptPreprocessor`, which reads the features its prompt
+            names. It is run at `sequence_length`; its own
+            `sequence_length` is restored after.
         batch_size: int. The largest batch; the last batch of each bucket
             may be smaller.
         sequence_length: int or None. The maximum length: longer examples
@@ -345,8 +349,8 @@ def tokenize(examples, preprocessor, sequence_length=None):
 
     Args:
         examples: `Examples`.
-        preprocessor: a keras-hub text classifier preprocessor (see
-            `make_dataset`).
+        preprocessor: a keras-hub text classifier preprocessor or a
+            `PromptPreprocessor` (see `make_dataset`).
         sequence_length: int or None. Defaults to `None`, the
             preprocessor's own `sequence_length`.
 
@@ -355,9 +359,10 @@ def tokenize(examples, preprocessor, sequence_length=None):
     """
     _check_examples(examples)
     sequence_length = _sequence_length(preprocessor, sequence_length)
-    texts = tf.data.Dataset.from_tensor_slices(
-        tuple(examples.features.values())
-    ).batch(_TOKENIZE_BATCH_SIZE)
+    segments = _segments(examples, preprocessor)
+    texts = tf.data.Dataset.from_tensor_slices(segments).batch(
+        _TOKENIZE_BATCH_SIZE
+    )
     original_length = preprocessor.sequence_length
 
     def pack(*segments):
@@ -367,7 +372,7 @@ def tokenize(examples, preprocessor, sequence_length=None):
     # First, one batch of empty texts: what the preprocessor adds of its
     # own ([CLS], [SEP], a prompt), all of the length when it fills it.
     empty = tf.data.Dataset.from_tensor_slices(
-        tuple([""] for _ in examples.features)
+        tuple([""] for _ in segments)
     ).batch(1)
     preprocessor.sequence_length = sequence_length
     try:
@@ -394,6 +399,22 @@ def tokenize(examples, preprocessor, sequence_length=None):
         name: np.concatenate([chunk[name] for chunk in chunks])
         for name in chunks[0]
     }
+
+
+def _segments(examples, preprocessor):
+    """The texts `preprocessor` reads: a `PromptPreprocessor` those of the
+    features it names, each placed by name (a prefix feature too); any
+    other, an encoder's, `examples.segments`."""
+    if not isinstance(preprocessor, PromptPreprocessor):
+        return examples.segments
+    missing = [n for n in preprocessor.features if n not in examples.features]
+    if missing:
+        raise DataError(
+            f"The prompt reads the features {list(preprocessor.features)}; "
+            f"the examples lack {missing}. Their features: "
+            f"{list(examples.features)}."
+        )
+    return tuple(examples.features[name] for name in preprocessor.features)
 
 
 def _check_examples(examples):

@@ -41,10 +41,15 @@ class Examples:
             scores (`float32`) for a regression task, tuples of answer texts
             (`object`) for a generation task; one per text, and a list is
             converted.
+        prefix_features: tuple of str. Features that an encoder reads
+            written before the first of the others, `"{prefix}: {first}"`
+            (`segments`): WiC's target word. A prompt names them apart.
+            Defaults to `()`.
 
     Raises:
         DataError: if `features` is not a non-empty dict of 1-D columns of
-            `str`, or its columns and `labels` differ in length.
+            `str`, its columns and `labels` differ in length, or
+            `prefix_features` are not distinct features that leave another.
 
     Example:
     ```python
@@ -58,6 +63,7 @@ class Examples:
 
     features: dict
     labels: np.ndarray
+    prefix_features: tuple = ()
 
     def __post_init__(self):
         if not isinstance(self.features, dict) or not self.features:
@@ -98,18 +104,48 @@ class Examples:
                 f"Received: labels of shape {shape} and texts per feature: "
                 f"{sizes}"
             )
+        prefix = self.prefix_features
+        if (
+            isinstance(prefix, str)
+            or not isinstance(prefix, (tuple, list))
+            or not all(isinstance(name, str) for name in prefix)
+            or len(set(prefix)) != len(prefix)
+            or not set(prefix) < set(features)
+        ):
+            raise DataError(
+                "`prefix_features` must be a tuple of distinct features of "
+                "`features`, not all of them. Received: prefix_features="
+                f"{prefix!r} and features {list(features)}"
+            )
         # The dataclass is frozen.
         object.__setattr__(self, "features", features)
         object.__setattr__(self, "labels", labels)
+        object.__setattr__(self, "prefix_features", tuple(prefix))
 
     def __len__(self):
         return len(self.labels)
+
+    @property
+    def segments(self):
+        """The texts an encoder reads: one 1-D array per feature that is
+        not a prefix, in order, the prefix features written before the
+        first (`"bank: We sat by the bank."`)."""
+        names = [n for n in self.features if n not in self.prefix_features]
+        segments = [self.features[name] for name in names]
+        if self.prefix_features:
+            parts = [self.features[n] for n in self.prefix_features]
+            segments[0] = np.array(
+                [": ".join(texts) for texts in zip(*parts, segments[0])],
+                dtype=object,
+            )
+        return tuple(segments)
 
     def take(self, indices):
         """The examples at `indices`, in that order."""
         return Examples(
             {name: texts[indices] for name, texts in self.features.items()},
             self.labels[indices],
+            self.prefix_features,
         )
 
 
@@ -586,18 +622,11 @@ def _load_tfds(spec, split):
 
 
 def _examples(spec, texts, labels):
-    """`Examples` of the texts of `spec.columns`, the prefix features
-    written before the first feature."""
-    columns = dict(zip(spec.columns, texts))
-    if spec.prefix_features:
-        first = spec.features[0]
-        prefixed = spec.prefix_features + (first,)
-        columns[first] = [
-            ": ".join(parts)
-            for parts in zip(*(columns[name] for name in prefixed))
-        ]
+    """`Examples` of the texts of `spec.columns`, with its prefix
+    features."""
     features = {
-        name: np.array(columns[name], dtype=object) for name in spec.features
+        name: np.array(column, dtype=object)
+        for name, column in zip(spec.columns, texts)
     }
     if spec.is_generation:
         # One tuple of answers per example; `np.asarray` would make a 2-D
@@ -605,6 +634,8 @@ def _examples(spec, texts, labels):
         answers = np.empty(len(labels), dtype=object)
         for i, label in enumerate(labels):
             answers[i] = tuple(label) if label else ()
-        return Examples(features, answers)
+        return Examples(features, answers, spec.prefix_features)
     dtype = "float32" if spec.is_regression else "int32"
-    return Examples(features, np.asarray(labels, dtype=dtype))
+    return Examples(
+        features, np.asarray(labels, dtype=dtype), spec.prefix_features
+    )

@@ -182,6 +182,14 @@ TASK_PROMPTS = {
     "boolq": TaskPrompt(
         PromptTemplate("{passage} {question}?"), Verbalizer((" No", " Yes"))
     ),
+    # Labels: another sense, the same sense.
+    "wic": TaskPrompt(
+        PromptTemplate(
+            'Does the word "{word}" have the same meaning in these two '
+            "sentences? Yes, No?\n{sentence1}\n{sentence2}\n"
+        ),
+        Verbalizer(("No", "Yes")),
+    ),
     "squad": TaskPrompt(SQUAD_TEMPLATE),
     # GLUE's other classification tasks are not in MeZO: questions in the
     # style of its RTE and CB prompts, answered by the same words.

@@ -204,8 +204,12 @@ def prepare_data(data_lib, task, seed, data_dir, work, quick):
         files[split] = os.path.join(folder, f"{split}.json")
         common.write_json(files[split], {
             "task": task,
-            "features": {name: [str(t) for t in texts]
-                         for name, texts in examples.features.items()},
+            # The texts an encoder reads (a prefix feature written into
+            # the first), in order.
+            "features": {
+                name: [str(t) for t in texts]
+                for name, texts in zip(spec.features, examples.segments)
+            },
             "labels": [float(v) if spec.is_regression else int(v)
                        for v in examples.labels],
             "is_regression": bool(spec.is_regression),
