@@ -4,6 +4,7 @@ Each function says why no public API serves. Keep this module small: when
 Keras exposes one of these, switch to it here and nowhere else.
 """
 
+import keras
 from keras.src.layers.core.einsum_dense import _analyze_einsum_string
 from keras.src.utils import io_utils
 
@@ -28,11 +29,18 @@ def sub_layers(layer):
 def compile_arguments(model):
     """The arguments `model.compile` was last called with.
 
-    Keras records them in `_compile_config` (there is no public getter).
-    keras-hub's `CausalLM.compile` takes a `sampler` that Keras does not
-    record; it is kept on the model, so it is added back here.
+    Keras records them in `_compile_config` (there is no public getter),
+    all but `auto_scale_loss`: under `mixed_float16` its default wraps the
+    optimizer in a `LossScaleOptimizer`, so an optimizer left unwrapped
+    there was compiled with `auto_scale_loss=False`. keras-hub's
+    `CausalLM.compile` takes a `sampler` that Keras does not record; it is
+    kept on the model, so it is added back here.
     """
     arguments = dict(model._compile_config.config)
+    if model.dtype_policy.name == "mixed_float16" and not isinstance(
+        model.optimizer, keras.optimizers.LossScaleOptimizer
+    ):
+        arguments["auto_scale_loss"] = False
     sampler = getattr(model, "sampler", None)
     if sampler is not None:
         arguments["sampler"] = sampler

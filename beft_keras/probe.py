@@ -238,7 +238,9 @@ class BeftProbe(keras.callbacks.Callback):
         value when the probe began (the pretrained biases, the initial
         head), then applies `BiasOnlyTrainable(self.selected, head=head)`,
         recompiling the model if it is compiled. It warns if the selected
-        term was measured inert.
+        term was measured inert. State that no optimizer trains but the fit
+        moved, such as batch-normalization statistics (which
+        `BiasOnlyTrainable` warns of), is not reset.
 
         Args:
             head: bool. Whether the task head trains too. Defaults to `True`.
@@ -351,7 +353,14 @@ def _batches(model, data, batch_size):
     import tensorflow as tf
 
     if isinstance(data, tuple):
-        data = tf.data.Dataset.from_tensor_slices(data).batch(batch_size)
+        x, *rest = data
+        if isinstance(x, list) and all(hasattr(a, "shape") for a in x):
+            # A list of arrays is a model's several inputs, as `fit` reads
+            # it; `tf.data` would stack them into one.
+            x = tuple(x)
+        data = tf.data.Dataset.from_tensor_slices((x, *rest)).batch(
+            batch_size
+        )
     if isinstance(data, tf.data.Dataset):
         # keras-hub tasks run their preprocessor here, as their `fit` does.
         preprocess = getattr(model, "preprocess_samples", None)

@@ -202,10 +202,12 @@ def head_variables(model):
     For a keras-hub task (`BertTextClassifier`, `OPTCausalLM`, ...) the head
     is every variable outside `model.backbone`: the classifier dense of a
     text classifier, nothing for a causal LM whose output embedding is tied
-    to the backbone. A bare keras-hub `Backbone` has no head. For any other
-    model it is the last layer of `model.layers` that holds weights, if
-    that is one layer, not a model of many, and holds no transformer biases
-    itself.
+    to the backbone. Any model that names its backbone the same way (a
+    subclassed model of your own: `self.backbone = encoder`) gets the same
+    rule. A bare keras-hub `Backbone` has no head. For any other model it
+    is the last layer of `model.layers` that holds weights (in a
+    subclassed model, the last that `__init__` assigned), if that is one
+    layer, not a model of many, and holds no transformer biases itself.
 
     Args:
         model: a built `keras.Model`.

@@ -22,8 +22,11 @@ class TrainableSummary:
     Attributes:
         terms: tuple of str. The bias terms made trainable.
         layers: tuple of int or None. The transformer layers, `None` for all.
-        bias_params: int. Trainable bias parameters, head excluded.
-        head_params: int. Trainable parameters of the task head.
+        bias_params: int. Trainable parameters of the chosen bias terms
+            (the head's own bias among them when `"other"` or `"all"` is
+            chosen).
+        head_params: int. Trainable parameters of the task head not
+            counted in `bias_params`.
         trainable_params: int. All trainable parameters.
         total_params: int. All parameters of the model.
         paths: tuple of str. The paths of the trainable variables.
@@ -154,7 +157,12 @@ class BiasOnlyTrainable:
                 f"'{self._model.name}'; call `restore()` before applying it "
                 f"to model '{model.name}'."
             )
-        biases = terms_lib.bias_terms(model)
+        # The head alone needs no bias: a bias-free model has a head too.
+        biases = (
+            terms_lib.bias_terms(model)
+            if self.terms or self.layers is not None
+            else []
+        )
         present = {bias.term for bias in biases}
         missing = [term for term in self.terms if term not in present]
         if missing and not self._every_term:

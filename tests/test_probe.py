@@ -364,6 +364,39 @@ def test_data_arrays_must_be_a_tuple():
         beft_keras.BeftProbe(data=[x, y])
 
 
+def test_a_list_of_arrays_is_a_models_several_inputs():
+    """`data=([x1, x2], y)` as `fit([x1, x2], y)` reads it: tf.data would
+    have stacked the two arrays into one input."""
+    keras.utils.set_random_seed(0)
+    query, context = keras.Input((5, 4)), keras.Input((3, 4))
+    x = keras.layers.MultiHeadAttention(2, 3, name="attention")(
+        query, context
+    )
+    x = keras.layers.GlobalAveragePooling1D()(x)
+    model = keras.Model([query, context], keras.layers.Dense(2)(x))
+    for bias in beft_keras.bias_terms(model):
+        bias.variable.assign(np.full(bias.variable.shape, 0.5, "float32"))
+    beft_keras.BiasOnlyTrainable("all").apply(model)
+    model.compile(
+        optimizer=keras.optimizers.SGD(0.1),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    rng = np.random.default_rng(0)
+    inputs = [rng.normal(size=(8, 5, 4)).astype("float32"),
+              rng.normal(size=(8, 3, 4)).astype("float32")]
+    y = rng.integers(0, 2, 8)
+    fishers = []
+    for data in ((inputs, y), (tuple(inputs), y)):
+        probe = beft_keras.BeftProbe(data=data, batch_size=4, verbose=0)
+        weights = model.get_weights()
+        model.fit(inputs, y, batch_size=4, shuffle=False, verbose=0,
+                  callbacks=[probe])
+        model.set_weights(weights)
+        fishers.append(probe.results.averages["fisher"])
+    assert fishers[0] == fishers[1]
+    assert fishers[0]["value"] > 0
+
+
 def test_numpy_integer_counts(bert_preset):
     model = _probe_model(bert_preset)
     x, y = bert_inputs(16)

@@ -212,6 +212,31 @@ def test_nested_sequential_and_subclassed_models():
     assert biases[-1].variable is subclassed.head.bias
 
 
+class HeadFirst(keras.Model):
+    """A subclassed model that makes its head before its encoder: its last
+    layer is no head, so it names its backbone as keras-hub tasks do."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.classifier = keras.layers.Dense(3, name="classifier")
+        self.backbone = keras.Sequential(
+            [TinyBlock(), keras.layers.LayerNormalization()]
+        )
+
+    def call(self, x):
+        return self.classifier(self.backbone(x))
+
+
+def test_a_subclassed_model_names_its_backbone():
+    model = HeadFirst()
+    model(np.zeros((1, 5, 6), "float32"))
+    assert beft_keras.head_variables(model) == [
+        model.classifier.kernel, model.classifier.bias
+    ]
+    summary = beft_keras.BiasOnlyTrainable("value").apply(model)
+    assert (summary.bias_params, summary.head_params) == (6, 6 * 3 + 3)
+
+
 def test_model_without_biases_is_an_error():
     model = keras.Sequential(
         [keras.Input((3,)), keras.layers.Dense(2, use_bias=False)]

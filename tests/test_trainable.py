@@ -467,3 +467,44 @@ def test_random_tuning_without_a_value_bias_changes_no_flag():
     )):
         tuning.make_trainable(model, "random")
     assert all(v.trainable for v in model.weights)
+
+
+def test_the_head_alone_trains_on_a_bias_free_model():
+    """`BiasOnlyTrainable([])` (the head alone) needs no bias: a
+    bias-free model has a head too, and only it changes in a fit."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((6, 4))
+    x = keras.layers.MultiHeadAttention(2, 4, use_bias=False)(inputs, inputs)
+    x = keras.layers.GlobalAveragePooling1D()(x)
+    head = keras.layers.Dense(2, use_bias=False, name="head")
+    model = keras.Model(inputs, head(x))
+    summary = beft_keras.BiasOnlyTrainable([]).apply(model)
+    assert (summary.bias_params, summary.head_params) == (0, 8)
+    assert summary.paths == ("head/kernel",)
+    _compile(model)
+    before = snapshot(model)
+    rng = np.random.default_rng(0)
+    model.fit(rng.normal(size=(8, 6, 4)).astype("float32"),
+              rng.integers(0, 2, 8), batch_size=8, verbose=0)
+    assert _changed(before, model) == {"head/kernel"}
+    # Bias terms still need biases.
+    with pytest.raises(ValueError, match="has no bias variables"):
+        beft_keras.BiasOnlyTrainable("value").apply(model)
+
+
+@pytest.mark.parametrize("auto_scale_loss", [True, False])
+def test_recompiling_keeps_auto_scale_loss(auto_scale_loss):
+    """Keras does not record `auto_scale_loss`: a model compiled without
+    loss scaling under `mixed_float16` must not get a
+    `LossScaleOptimizer` when its flags change, nor one lose it."""
+    keras.config.set_dtype_policy("mixed_float16")
+    try:
+        model = _attention_model()
+    finally:
+        keras.config.set_dtype_policy("float32")
+    model.compile(optimizer=keras.optimizers.Adam(1e-2), loss="mse",
+                  auto_scale_loss=auto_scale_loss)
+    beft_keras.BiasOnlyTrainable("value").apply(model)
+    assert isinstance(
+        model.optimizer, keras.optimizers.LossScaleOptimizer
+    ) == auto_scale_loss
