@@ -12,6 +12,7 @@ import safetensors.numpy
 
 from beft_keras import arguments
 from beft_keras import delta_file
+from beft_keras import heads
 from beft_keras import terms as terms_lib
 # Used below, and importable from here: the public module of deltas.
 from beft_keras.delta_file import FORMAT
@@ -143,7 +144,9 @@ def save_delta(model, path, base=None, task=None):
         ),
         "task": task,
         "head_shape": _head_shape(model) if HEAD in roles.values() else None,
-        "model_class": _model_class(model) if HEAD in roles.values() else None,
+        "model_class": (
+            _model_class(model) if _records_class(model, roles) else None
+        ),
         "terms": delta_file.terms(roles),
         "keras_version": keras.__version__,
         "beft_keras_version": __version__,
@@ -170,9 +173,10 @@ def load_delta(
     `task`, that the model's task head has the delta's output shape, that
     the model has every variable of the delta with the same shape and
     dtype, that the model is of the class the delta was saved from when
-    the delta holds its head (another head on the same backbone, such as
-    mean pooling instead of the `[CLS]` pooler, reads the same values
-    differently), and that the
+    the delta holds its head or was saved from a siamese cosine head,
+    which has no weights (another head on the same backbone, such as mean
+    pooling instead of the `[CLS]` pooler, or a fresh cross-encoder instead
+    of the cosine, reads the same values differently), and that the
     model's base weights (every weight outside the delta) have the
     fingerprint recorded in the delta. Only then are the values assigned,
     so a failed load leaves the model as it was.
@@ -442,6 +446,19 @@ def _unfingerprinted(model, delta_paths):
     return set(delta_paths) | {p for p, r in roles.items() if r == HEAD}
 
 
+def _records_class(model, roles):
+    """Whether a delta names the class it was saved from: when it holds
+    the head, or when the head is a siamese cosine, which has no weights
+    but reads the biases as no fresh head of another class would (a
+    cross-encoder's would be untrained). Biases alone, saved without the
+    head of a model that has one, from a bare backbone, or from a causal
+    LM (whose head is its tied embedding), load onto any model of the
+    backbone."""
+    return HEAD in roles.values() or isinstance(
+        model, heads.SiameseClassifier
+    )
+
+
 def _model_class(model):
     """The registered name of `model`'s class, e.g.
     `"keras_hub>BertTextClassifier"` (`"Functional"` for a functional
@@ -516,7 +533,7 @@ def _check_task(path, saved_task, task):
 
 
 def _check_model_class(model, path, saved_class):
-    # Recorded with a head, and from format version 4 on.
+    # Recorded from format version 4 on, with a head or a siamese cosine.
     if saved_class is None or saved_class == _model_class(model):
         return
     raise DeltaError(

@@ -325,3 +325,27 @@ def test_heads_refuse_what_is_not_an_embedder(head, bert_preset):
             "normalize=False, preprocessor=None)`. Received: embedder of "
             f"type {name}"
         )
+
+
+def test_a_siamese_similarity_delta_loads_only_onto_its_head(
+    bert_preset, tmp_path
+):
+    """The cosine head has no weights, so the delta holds b_v alone: it
+    names the class it was saved from, or a cross-encoder, whose fresh
+    head never trained, would load it and predict noise."""
+    model = beft_keras.SiameseClassifier(_embedder(bert_preset), 1)
+    beft_keras.BiasOnlyTrainable("value").apply(model)
+    info = beft_keras.save_delta(model, tmp_path / "stsb.safetensors")
+    assert info.model_class == "beft_keras>SiameseClassifier"
+    beft_keras.load_delta(
+        beft_keras.SiameseClassifier(_embedder(bert_preset), 1), info.path
+    )
+    cross = keras_hub.models.BertTextClassifier(
+        keras_hub.models.BertBackbone.from_preset(bert_preset),
+        num_classes=1, preprocessor=None,
+    )
+    with pytest.raises(beft_keras.DeltaError, match=(
+        "was saved from a model of class 'beft_keras>SiameseClassifier', "
+        "not 'keras_hub>BertTextClassifier'"
+    )):
+        beft_keras.load_delta(cross, info.path)
