@@ -161,8 +161,10 @@ def load_tuned(
 ):
     """Load what `save_tuned` wrote onto a freshly loaded base `model`:
     a delta (checked against the base and the task, see `load_delta`) or
-    a full fine-tune's weights file. All or nothing: on failure the
-    model's weights are unchanged.
+    a full fine-tune's weights file (Keras' format records no task: it is
+    checked against the task of the run's `results.json` beside it, where
+    there is one). All or nothing: on failure the model's weights are
+    unchanged.
 
     Raises:
         ValueError: if the file does not fit the model or the task.
@@ -177,6 +179,8 @@ def load_tuned(
             allow_task_mismatch=allow_task_mismatch,
         )
         return
+    if not allow_task_mismatch:
+        _check_weights_task(path, spec)
     saved = [keras.ops.convert_to_numpy(v) for v in model.weights]
     try:
         with warnings.catch_warnings():
@@ -193,6 +197,24 @@ def load_tuned(
             f"Weights '{path}' do not fit this model: "
             f"{models.one_line(error)}"
         ) from error
+
+
+def _check_weights_task(path, spec):
+    record = os.path.join(os.path.dirname(path), RESULTS_FILE)
+    try:
+        with open(record, encoding="utf-8") as file:
+            saved_task = json.load(file).get("task")
+    except (OSError, ValueError, AttributeError):
+        return  # Moved away from its run, or not a run's record.
+    if isinstance(saved_task, str) and (
+        saved_task.casefold() != spec.name.casefold()
+    ):
+        raise ValueError(
+            f"Weights '{path}' were tuned for task '{saved_task}' (its "
+            f"run's {RESULTS_FILE}), not '{spec.name}'. Load them for task "
+            f"'{saved_task}', or pass --allow-task-mismatch to load them "
+            "anyway."
+        )
 
 
 def write_result(folder, result):

@@ -1,6 +1,7 @@
 """The pipeline's steps, and regression tests for bugs a review found."""
 
 import json
+import re
 
 import keras
 import keras_hub
@@ -70,6 +71,23 @@ def test_full_fine_tune_writes_weights_that_predict_loads(
     assert message.split("Example error message")[1].strip(" :.")
     after = snapshot(other)
     assert all(after[p].tobytes() == before[p].tobytes() for p in before)
+    # Keras' file records no task: the run's results.json beside it does.
+    model = keras_hub.models.BertTextClassifier.from_preset(
+        classifier_preset, num_classes=2, preprocessor=None
+    )
+    before = snapshot(model)
+    with pytest.raises(ValueError, match=re.escape(
+        "were tuned for task 'sst2' (its run's results.json), not 'cola'. "
+        "Load them for task 'sst2', or pass --allow-task-mismatch"
+    )):
+        outputs.load_tuned(model, str(tuned), data.get_task("cola"))
+    after = snapshot(model)
+    assert all(after[p].tobytes() == before[p].tobytes() for p in before)
+    outputs.load_tuned(model, str(tuned), data.get_task("cola"),
+                       allow_task_mismatch=True)
+    assert any(
+        snapshot(model)[p].tobytes() != before[p].tobytes() for p in before
+    )
 
 
 def test_recompile_keeps_the_causal_lm_sampler(causal_lm_preset):
